@@ -1,0 +1,37 @@
+# Every target bootstraps what it needs: a fresh clone only needs python3 and make.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODEL ?= models/default
+NAME ?= default
+MUSIC_DIR ?=
+DEMO_DIR := out/demo
+
+.PHONY: setup demo train test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[pi,train,dev]'
+	touch $(STAMP)
+
+# A light show in the terminal on the shipped model, from a generated demo song.
+demo: $(STAMP)
+	$(PY) -m training corpus --out $(DEMO_DIR) --songs 1 --seconds 30 --seed 7
+	$(PY) -m pi run --source file --realtime --output terminal --model $(MODEL) $(DEMO_DIR)
+
+# Without MUSIC_DIR the generated demo corpus is the training data.
+train: $(STAMP)
+	$(PY) -m training train --name $(NAME) $(if $(MUSIC_DIR),--music-dir "$(MUSIC_DIR)")
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m training bench --model $(MODEL)
+
+clean:
+	rm -rf out .cache

@@ -1,0 +1,166 @@
+"""Model bundles: data, not code.
+
+A bundle is a folder with ``encoder.npz`` (weights, normalisation, mapping parameters, the
+PCA-8 baseline; loaded with ``allow_pickle=False``) and ``manifest.json`` (format version,
+architecture, feature parameters, provenance, metrics, and the npz's sha256). It is validated
+on load and written atomically, so a failed export never replaces a good bundle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pi.encoder import EncoderSpecError, NumpyEncoder
+from pi.features import FeatureParams, normalise
+from pi.mapping import MappingParams
+
+FORMAT_VERSION = 1
+NPZ_NAME = "encoder.npz"
+MANIFEST_NAME = "manifest.json"
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
+ENCODER_PREFIX = "encoder/"
+
+
+class BundleError(Exception):
+    """A bundle that is missing, corrupt or incompatible; the message names file and key."""
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict
+    feature_params: FeatureParams
+    norm_mean: np.ndarray
+    norm_std: np.ndarray
+    encoder: NumpyEncoder
+    mapping: MappingParams
+    pca_mean: np.ndarray
+    pca_components: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name", self.path.name))
+
+    @property
+    def n_channels(self) -> int:
+        return self.encoder.n_outputs
+
+    def activations(self, frames_db: np.ndarray) -> np.ndarray:
+        """dB frames ``[shape=(n, 513)]`` -> activations ``[shape=(n, n_channels)]``."""
+        return self.encoder(normalise(frames_db, mean=self.norm_mean, std=self.norm_std))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load and validate a bundle folder, or raise :class:`BundleError`."""
+    path = Path(path)
+    manifest_path, npz_path = path / MANIFEST_NAME, path / NPZ_NAME
+    for p in (manifest_path, npz_path):
+        if not p.is_file():
+            raise BundleError(f"{p}: expected a bundle file, found none")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{manifest_path}: expected JSON, found {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path}: expected a JSON object, found {type(manifest)}")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: format_version: expected {FORMAT_VERSION}, "
+                          f"found {version!r}")
+    digest = sha256_file(npz_path)
+    if manifest.get("npz_sha256") != digest:
+        raise BundleError(f"{npz_path}: expected sha256 {manifest.get('npz_sha256')!r} from "
+                          f"the manifest, found {digest}")
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:  # zipfile and numpy raise many types for a bad archive
+        raise BundleError(f"{npz_path}: expected a numpy .npz archive, found {exc}") from exc
+    for key, value in arrays.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise BundleError(f"{npz_path}: {key}: expected finite values, found NaN or inf")
+    try:
+        params = FeatureParams.from_dict(_require(manifest, "feature_params", manifest_path))
+        arch = _require(manifest, "architecture", manifest_path)
+        weights = {k[len(ENCODER_PREFIX):]: v for k, v in arrays.items()
+                   if k.startswith(ENCODER_PREFIX)}
+        encoder = NumpyEncoder(_require(arch, "layers", manifest_path), weights,
+                               n_inputs=params.n_bins)
+        mapping = MappingParams.from_arrays(arrays)
+        norm_mean, norm_std, pca_mean, pca_components = (
+            _array(arrays, k, npz_path) for k in ("norm.mean", "norm.std", "pca.mean",
+                                                  "pca.components"))
+    except (EncoderSpecError, KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path}: {exc}") from exc
+    for key, arr, shape in (("norm.mean", norm_mean, (params.n_bins,)),
+                            ("norm.std", norm_std, (params.n_bins,)),
+                            ("mapping.center", mapping.center, (encoder.n_outputs,)),
+                            ("mapping.scale", mapping.scale, (encoder.n_outputs,))):
+        if arr.shape != shape:
+            raise BundleError(f"{npz_path}: {key}: expected shape {shape}, found {arr.shape}")
+    if np.any(norm_std <= 0):
+        raise BundleError(f"{npz_path}: norm.std: expected positive values, found <= 0")
+    return Bundle(path, manifest, params, norm_mean, norm_std, encoder, mapping,
+                  pca_mean, pca_components)
+
+
+def _require(d: dict, key: str, where: Path):
+    if key not in d:
+        raise BundleError(f"{where}: expected key {key!r}, found none")
+    return d[key]
+
+
+def _array(arrays: dict, key: str, where: Path) -> np.ndarray:
+    if key not in arrays:
+        raise BundleError(f"{where}: expected array {key!r}, found none")
+    return arrays[key].astype(np.float32)
+
+
+def write_bundle(dest: str | Path, *, manifest: dict, arrays: dict[str, np.ndarray],
+                 extra: Callable[[Path], None] | None = None) -> Path:
+    """Write a bundle atomically: build it in a temp folder, validate it, then swap it in.
+
+    ``extra(tmp_dir)`` may add files (the Keras model, a report) before the swap.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        np.savez(tmp / NPZ_NAME, **arrays)
+        manifest = dict(manifest, format_version=FORMAT_VERSION,
+                        npz_sha256=sha256_file(tmp / NPZ_NAME))
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if extra is not None:
+            extra(tmp)
+        load_bundle(tmp)  # a bundle that cannot be loaded never replaces a good one
+        for f in tmp.iterdir():
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        old = None
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -1,0 +1,109 @@
+"""The numpy encoder: runs a trained Keras encoder's layers without TensorFlow.
+
+A bundle describes the encoder as a list of layer specs (JSON) plus their weights (npz).
+Only the few layer types the workshop builds are supported, so the Pi side stays small.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+ACTIVATIONS = {
+    "linear": lambda x: x,
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "silu": lambda x: x / (1.0 + np.exp(-x)),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+}
+LAYER_TYPES = ("dense", "conv1d", "flatten", "reshape")
+
+
+class EncoderSpecError(ValueError):
+    """An encoder description that the numpy encoder cannot run."""
+
+
+class NumpyEncoder:
+    """Normalised frames ``[shape=(n, 513)]`` -> activations ``[shape=(n, n_channels)]``.
+
+    ``layers`` is a list of dicts: ``{"type": "dense", "activation": ..., "key": ...}``,
+    ``{"type": "conv1d", "stride": s, "activation": ..., "key": ...}``, ``{"type": "flatten"}``
+    or ``{"type": "reshape", "shape": [...]}``; ``weights`` maps ``"<key>.kernel"`` and
+    ``"<key>.bias"`` to arrays in Keras's layout.
+    """
+
+    def __init__(self, layers: list[dict], weights: dict[str, np.ndarray], *, n_inputs: int):
+        self.layers = [dict(spec) for spec in layers]
+        self._plan = []
+        shape: tuple[int, ...] = (n_inputs,)
+        for i, spec in enumerate(self.layers):
+            kind = spec.get("type")
+            if kind not in LAYER_TYPES:
+                raise EncoderSpecError(f"encoder layer {i}: expected type in {LAYER_TYPES}, "
+                                       f"found {kind!r}")
+            if kind == "flatten":
+                shape = (int(np.prod(shape)),)
+                self._plan.append(("reshape", shape, None, None, None))
+                continue
+            if kind == "reshape":
+                new = tuple(int(s) for s in spec["shape"])
+                if np.prod(new) != np.prod(shape):
+                    raise EncoderSpecError(f"encoder layer {i}: cannot reshape {shape} to {new}")
+                shape = new
+                self._plan.append(("reshape", shape, None, None, None))
+                continue
+            act = spec.get("activation", "linear")
+            if act not in ACTIVATIONS:
+                raise EncoderSpecError(f"encoder layer {i}: expected activation in "
+                                       f"{sorted(ACTIVATIONS)}, found {act!r}")
+            kernel = _weight(weights, f"{spec['key']}.kernel")
+            bias = _weight(weights, f"{spec['key']}.bias")
+            if kind == "dense":
+                if kernel.ndim != 2 or kernel.shape[0] != shape[-1]:
+                    raise EncoderSpecError(f"{spec['key']}.kernel: expected shape "
+                                           f"({shape[-1]}, units), found {kernel.shape}")
+                shape = shape[:-1] + (kernel.shape[1],)
+                self._plan.append(("dense", shape, kernel, bias, ACTIVATIONS[act]))
+            else:
+                stride = int(spec.get("stride", 1))
+                width, c_in, c_out = kernel.shape if kernel.ndim == 3 else (0, 0, 0)
+                if kernel.ndim != 3 or len(shape) != 2 or c_in != shape[1] or width > shape[0]:
+                    raise EncoderSpecError(f"{spec['key']}.kernel: expected shape "
+                                           f"(width, {shape[-1]}, filters) for input {shape}, "
+                                           f"found {kernel.shape}")
+                length = (shape[0] - width) // stride + 1
+                shape = (length, c_out)
+                flat = kernel.reshape(width * c_in, c_out)
+                self._plan.append(("conv1d", (stride, width), flat, bias, ACTIVATIONS[act]))
+            if bias.shape != (shape[-1],):
+                raise EncoderSpecError(f"{spec['key']}.bias: expected shape ({shape[-1]},), "
+                                       f"found {bias.shape}")
+        if len(shape) != 1:
+            raise EncoderSpecError(f"encoder: expected a flat output, found shape {shape}")
+        self.n_inputs = n_inputs
+        self.n_outputs = shape[0]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_inputs:
+            raise ValueError(f"encoder input: expected shape (n, {self.n_inputs}), "
+                             f"found {x.shape}")
+        n = x.shape[0]
+        for kind, shape, kernel, bias, act in self._plan:
+            if kind == "reshape":
+                x = x.reshape((n,) + shape)
+            elif kind == "dense":
+                x = act(x @ kernel + bias)
+            else:
+                stride, width = shape
+                # Keras 'valid' Conv1D, channels last: windows over axis 1, flattened as
+                # (width, channels) to match the kernel's (width, in, out) layout.
+                win = np.lib.stride_tricks.sliding_window_view(x, width, axis=1)[:, ::stride]
+                win = win.transpose(0, 1, 3, 2).reshape(n, win.shape[1], -1)
+                x = act(win @ kernel + bias)
+        return x
+
+
+def _weight(weights: dict[str, np.ndarray], key: str) -> np.ndarray:
+    if key not in weights:
+        raise EncoderSpecError(f"encoder weights: expected key {key!r}, found none")
+    return np.asarray(weights[key], np.float32)

@@ -1,0 +1,158 @@
+"""The one feature implementation: audio -> frames of 513 dB spectrum bins.
+
+Training and the daemon both call this module, so the model sees on the Pi exactly what it
+saw in the workshop. Frames are not centred: frame ``i`` covers samples
+``[i * hop, i * hop + n_fft)`` and its state takes effect at the frame's end, which keeps the
+streaming path causal and identical to the batch path.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 44100
+N_FFT = 1024
+HOP = 512
+N_BINS = N_FFT // 2 + 1
+DB_FLOOR = -100.0
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Feature parameters; stored in every bundle and in every cache key."""
+
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = N_FFT
+    hop: int = HOP
+    db_floor: float = DB_FLOOR
+    window: str = "hann-periodic"
+
+    @property
+    def n_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureParams":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"feature params: expected keys {sorted(cls.__dataclass_fields__)}, "
+                             f"found unknown {sorted(unknown)}")
+        return cls(**d)
+
+
+DEFAULT_PARAMS = FeatureParams()
+
+
+def _window(n_fft: int) -> np.ndarray:
+    # Periodic Hann, as librosa and scipy's fftbins=True use, so frames overlap-add evenly.
+    n = np.arange(n_fft)
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)).astype(np.float64)
+
+
+def to_mono(samples: np.ndarray, *, name: str = "audio") -> np.ndarray:
+    """Mix ``[shape=(n,) or (n, channels)]`` to mono float32 ``[shape=(n,)]``; rejects NaN/inf."""
+    x = np.asarray(samples)
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    elif x.ndim != 1:
+        raise ValueError(f"{name}: expected samples of shape (n,) or (n, channels), "
+                         f"found shape {x.shape}")
+    x = x.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.flatnonzero(~np.isfinite(x))[0])
+        raise ValueError(f"{name}: expected finite samples, found {x[bad]} at sample {bad}")
+    return x
+
+
+def resample(samples: np.ndarray, *, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample mono ``[shape=(n,)]`` with soxr (whole-signal path)."""
+    if rate_in == rate_out:
+        return samples
+    import soxr  # imported here so that numpy-only users of this module need no soxr
+
+    return soxr.resample(samples, rate_in, rate_out).astype(np.float32, copy=False)
+
+
+class StreamResampler:
+    """Streaming mono resampler to ``rate_out``; a pass-through when the rates match."""
+
+    def __init__(self, *, rate_in: int, rate_out: int = SAMPLE_RATE):
+        self.rate_in, self.rate_out = int(rate_in), int(rate_out)
+        self._stream = None
+        if self.rate_in != self.rate_out:
+            import soxr
+
+            self._stream = soxr.ResampleStream(self.rate_in, self.rate_out, 1, dtype="float32")
+
+    def __call__(self, block: np.ndarray, *, last: bool = False) -> np.ndarray:
+        if self._stream is None:
+            return block
+        return self._stream.resample_chunk(np.ascontiguousarray(block, np.float32), last=last)
+
+
+def spectra_db(frames: np.ndarray, *, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Windowed frames ``[shape=(n_frames, n_fft)]`` -> dB magnitudes ``[shape=(n_frames, 513)]``.
+
+    Magnitudes are scaled so that a full-scale sine reads about 0 dB, then floored.
+    """
+    window = _window(params.n_fft)
+    mag = np.abs(np.fft.rfft(frames * window, axis=-1)) * (2.0 / window.sum())
+    floor = 10.0 ** (params.db_floor / 20.0)
+    return (20.0 * np.log10(np.maximum(mag, floor))).astype(np.float32)
+
+
+def n_frames_for(n_samples: int, *, params: FeatureParams = DEFAULT_PARAMS) -> int:
+    if n_samples < params.n_fft:
+        return 0
+    return 1 + (n_samples - params.n_fft) // params.hop
+
+
+def frame_times(n_frames: int, *, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Seconds at which each frame's state takes effect: the end of the frame."""
+    return (np.arange(n_frames) * params.hop + params.n_fft) / params.sample_rate
+
+
+def song_features(samples: np.ndarray, *, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Whole-song path: mono samples at the feature rate -> ``[shape=(n_frames, 513)]``."""
+    x = to_mono(samples)
+    n = n_frames_for(len(x), params=params)
+    if n == 0:
+        return np.zeros((0, params.n_bins), np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(x, params.n_fft)[:: params.hop][:n]
+    return spectra_db(frames.astype(np.float64), params=params)
+
+
+class StreamingFeatures:
+    """Streaming path: feed blocks of any size, get the frames that became complete.
+
+    Samples are carried over between blocks, so the concatenated output equals
+    :func:`song_features` of the concatenated input, bit for bit.
+    """
+
+    def __init__(self, *, params: FeatureParams = DEFAULT_PARAMS):
+        self.params = params
+        self._carry = np.zeros(0, np.float32)
+        self.frames_emitted = 0
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Mono block ``[shape=(n,)]`` -> new frames ``[shape=(k, 513)]`` (k may be 0)."""
+        x = np.concatenate([self._carry, to_mono(block, name="audio block")])
+        frames = song_features(x, params=self.params)
+        self._carry = x[len(frames) * self.params.hop:]
+        self.frames_emitted += len(frames)
+        return frames
+
+
+def fit_normalisation(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin mean and std ``[shape=(513,)]`` of training frames ``[shape=(n, 513)]``."""
+    mean = frames.mean(axis=0, dtype=np.float64)
+    std = frames.std(axis=0, dtype=np.float64)
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
+def normalise(frames: np.ndarray, *, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return ((frames - mean) / std).astype(np.float32, copy=False)

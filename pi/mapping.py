@@ -1,0 +1,187 @@
+"""Activations -> relay on/off states: the show logic, shared by evaluation and the daemon.
+
+Why it looks like this (the seed blog switched a channel on whenever its activation was > 0,
+which left most channels dead and relays chattering at 86 Hz):
+
+* Each channel has an adaptive threshold (a running median with a running spread), calibrated
+  on training music and then tracking the song, so no channel is stuck on or off.
+* Channels change state *on onsets*: a change is only allowed when the spectral flux jumps
+  above its recent average, and stronger onsets may change more channels. Lights then hit
+  with the beat instead of flickering between beats.
+* A minimum hold time per relay, which also bounds the toggle rate, protects the relays.
+* A silence gate turns everything off when the music stops or fades out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from pi.features import FeatureParams, DEFAULT_PARAMS
+
+
+@dataclass
+class MappingParams:
+    """Mapping parameters; stored in the bundle. Arrays are ``[shape=(n_channels,)]``."""
+
+    center: np.ndarray
+    scale: np.ndarray
+    hold_s: float = 0.10
+    hysteresis: float = 0.15       # in units of the channel's spread
+    adapt_s: float = 6.0           # time constant of the threshold tracking
+    onset_ratio: float = 1.6       # flux / its running mean above which a frame is an onset
+    flux_s: float = 1.0            # time constant of the flux's running mean
+    changes_per_onset: float = 3.0  # channels allowed to change per unit of onset excess
+    idle_change_s: float = 1.5     # a wanted change waits at most this long for an onset
+    gate_db: float = -18.0         # gate closes this far below the running loud level
+    silence_db: float = -65.0      # and always below this absolute level (dBFS)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.center)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {f"mapping.{f.name}": np.asarray(getattr(self, f.name), np.float32)
+                for f in fields(self)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "MappingParams":
+        kw = {}
+        for f in fields(cls):
+            key = f"mapping.{f.name}"
+            if key not in arrays:
+                raise KeyError(f"expected array {key!r}, found none")
+            value = np.asarray(arrays[key], np.float32)
+            kw[f.name] = value if f.name in ("center", "scale") else float(value)
+        return cls(**kw)
+
+    @classmethod
+    def calibrate(cls, activations: np.ndarray, **overrides) -> "MappingParams":
+        """Initial thresholds from training activations ``[shape=(n_frames, n_channels)]``."""
+        center = np.median(activations, axis=0)
+        scale = np.median(np.abs(activations - center), axis=0)
+        return cls(center=center.astype(np.float32),
+                   scale=np.maximum(scale, 1e-3).astype(np.float32), **overrides)
+
+
+@dataclass
+class ChannelOverrides:
+    """User config applied after the show logic. Channel indices are 0-based here."""
+
+    invert: tuple[int, ...] = ()
+    always_on: tuple[int, ...] = ()
+    always_off: tuple[int, ...] = ()
+
+
+def _band_matrix(params: FeatureParams, n_bands: int = 24) -> np.ndarray:
+    # Log-spaced bands from 60 Hz, like a coarse mel scale, for a cheap onset flux.
+    freqs = np.arange(params.n_bins) * params.sample_rate / params.n_fft
+    edges = np.geomspace(60.0, params.sample_rate / 2, n_bands + 1)
+    m = np.zeros((params.n_bins, n_bands), np.float32)
+    for b in range(n_bands):
+        idx = (freqs >= edges[b]) & (freqs < edges[b + 1])
+        if not idx.any():
+            idx[np.argmin(np.abs(freqs - edges[b]))] = True
+        m[idx, b] = 1.0 / idx.sum()
+    return m
+
+
+class ShowMapper:
+    """Frame-by-frame state machine: ``step`` one frame, or ``run`` a whole song."""
+
+    def __init__(self, params: MappingParams, *, feature_params: FeatureParams = DEFAULT_PARAMS,
+                 overrides: ChannelOverrides | None = None, hold_s: float | None = None):
+        self.params = params
+        self.hold_s = params.hold_s if hold_s is None else float(hold_s)
+        self.overrides = overrides or ChannelOverrides()
+        self.dt = feature_params.hop / feature_params.sample_rate
+        self._bands = _band_matrix(feature_params)
+        k = params.n_channels
+        self._alpha_adapt = self.dt / params.adapt_s
+        self._alpha_flux = self.dt / params.flux_s
+        self.center = params.center.astype(np.float64).copy()
+        self.scale = params.scale.astype(np.float64).copy()
+        self.state = np.zeros(k, bool)
+        self.last_change = np.full(k, -np.inf)
+        self.wanted_since = np.full(k, np.inf)
+        self.level_ref = params.silence_db + 20.0
+        self.flux_mean = None
+        self.prev_bands = None
+
+    def _gate_open(self, frame_db: np.ndarray) -> bool:
+        level = 10.0 * np.log10(np.mean(10.0 ** (frame_db / 10.0)) + 1e-12)
+        # Rise fast, fall slowly: a fade-out or a quiet tail falls below the reference.
+        tau = 0.5 if level > self.level_ref else 30.0
+        self.level_ref += (level - self.level_ref) * min(1.0, self.dt / tau)
+        return level > self.params.silence_db and level > self.level_ref + self.params.gate_db
+
+    def _onset_excess(self, frame_db: np.ndarray) -> float:
+        bands = frame_db @ self._bands
+        if self.prev_bands is None:
+            self.prev_bands = bands
+            return 0.0
+        flux = float(np.mean(np.maximum(bands - self.prev_bands, 0.0)))
+        self.prev_bands = bands
+        if self.flux_mean is None:
+            self.flux_mean = flux
+        excess = flux / (self.flux_mean + 1e-3) - self.params.onset_ratio
+        self.flux_mean += (flux - self.flux_mean) * self._alpha_flux
+        return excess
+
+    def step(self, activations: np.ndarray, frame_db: np.ndarray, *, t: float) -> np.ndarray:
+        """One frame: activations ``[shape=(n_channels,)]``, dB frame ``[shape=(513,)]``.
+
+        ``t`` is the time in seconds at which the returned state takes effect.
+        """
+        p = self.params
+        a = np.asarray(activations, np.float64)
+        free = (t - self.last_change) >= self.hold_s - 1e-9
+        gate = self._gate_open(frame_db)
+        excess = self._onset_excess(frame_db)
+        if not gate:
+            want = np.zeros_like(self.state)
+        else:
+            self.center += self.scale * self._alpha_adapt * np.sign(a - self.center)
+            self.scale += (np.abs(a - self.center) - self.scale) * self._alpha_adapt
+            self.scale = np.maximum(self.scale, 1e-4)
+            z = (a - self.center) / self.scale
+            want = np.where(z > p.hysteresis, True, np.where(z < -p.hysteresis, False,
+                                                              self.state))
+        mismatch = (want != self.state) & free
+        self.wanted_since = np.where(want != self.state,
+                                     np.minimum(self.wanted_since, t), np.inf)
+        if not gate:
+            change = mismatch
+        else:
+            budget = int(np.ceil(excess * p.changes_per_onset)) if excess > 0 else 0
+            overdue = mismatch & (t - self.wanted_since >= p.idle_change_s)
+            change = overdue.copy()
+            if budget > 0:
+                strength = np.where(mismatch & ~overdue, np.abs(z), -1.0)
+                for c in np.argsort(-strength)[:budget]:
+                    if strength[c] >= 0:
+                        change[c] = True
+        if change.any():
+            self.state = np.where(change, ~self.state, self.state)
+            self.last_change = np.where(change, t, self.last_change)
+            self.wanted_since = np.where(change, np.inf, self.wanted_since)
+        return self._apply_overrides(self.state)
+
+    def _apply_overrides(self, state: np.ndarray) -> np.ndarray:
+        out = state.copy()
+        o = self.overrides
+        if o.invert:
+            out[list(o.invert)] ^= True
+        if o.always_on:
+            out[list(o.always_on)] = True
+        if o.always_off:
+            out[list(o.always_off)] = False
+        return out
+
+    def run(self, activations: np.ndarray, frames_db: np.ndarray, *,
+            times_s: np.ndarray) -> np.ndarray:
+        """A whole song through :meth:`step`: ``[shape=(n_frames, n_channels)]`` bool."""
+        out = np.zeros(activations.shape, bool)
+        for i in range(len(activations)):
+            out[i] = self.step(activations[i], frames_db[i], t=float(times_s[i]))
+        return out

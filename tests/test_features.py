@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import given, settings, strategies as st
+
+from pi.decode import read_song
+from pi.features import (DEFAULT_PARAMS, N_BINS, StreamingFeatures, fit_normalisation,
+                         frame_times, n_frames_for, normalise, resample, song_features)
+
+SR = DEFAULT_PARAMS.sample_rate
+
+
+def _noisy_tone(seconds=1.0, freq=440.0, seed=0):
+    t = np.arange(int(SR * seconds)) / SR
+    rng = np.random.default_rng(seed)
+    return (0.5 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def test_shapes_and_frame_times():
+    x = _noisy_tone(1.0)
+    frames = song_features(x)
+    assert frames.shape == (n_frames_for(len(x)), N_BINS) == (85, 513)
+    assert frames.dtype == np.float32
+    times = frame_times(len(frames))
+    assert times[0] == pytest.approx(1024 / SR) and np.allclose(np.diff(times), 512 / SR)
+
+
+def test_full_scale_sine_peaks_near_0_db_at_its_bin():
+    x = _noisy_tone(0.5, freq=SR * 40 / 1024)  # exactly on bin 40
+    frames = song_features(x)
+    assert np.argmax(frames[5]) == 40
+    assert -8.0 < frames[5, 40] < 0.5
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=3000), min_size=1, max_size=20))
+def test_streaming_equals_batch_for_any_block_sizes(sizes):
+    x = _noisy_tone(0.4, seed=len(sizes))
+    stream = StreamingFeatures()
+    out, pos = [], 0
+    for size in sizes + [len(x)]:
+        out.append(stream.push(x[pos:pos + size]))
+        pos += size
+        if pos >= len(x):
+            break
+    streamed = np.concatenate(out)
+    assert np.array_equal(streamed, song_features(x))
+    assert stream.frames_emitted == len(streamed)
+
+
+def test_silence_is_floored_not_nan():
+    frames = song_features(np.zeros(SR // 2, np.float32))
+    assert np.all(frames == DEFAULT_PARAMS.db_floor)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_gives_clear_error(bad):
+    x = _noisy_tone(0.1)
+    x[100] = bad
+    with pytest.raises(ValueError, match=r"expected finite samples, found .* at sample 100"):
+        song_features(x)
+
+
+def test_too_short_gives_no_frames():
+    assert song_features(np.zeros(1000, np.float32)).shape == (0, 513)
+
+
+def test_stereo_is_mixed_to_mono(tmp_path):
+    x = _noisy_tone(0.5)
+    sf.write(tmp_path / "st.wav", np.stack([x, x], axis=1), SR, subtype="FLOAT")
+    assert np.allclose(read_song(tmp_path / "st.wav"), x, atol=1e-6)
+
+
+def test_resampling_keeps_the_tone_and_the_length(tmp_path):
+    rate = 48000
+    t = np.arange(rate) / rate
+    x = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    sf.write(tmp_path / "48k.wav", x, rate, subtype="FLOAT")
+    y = read_song(tmp_path / "48k.wav")
+    assert abs(len(y) - SR) <= 2
+    whole = resample(x, rate_in=rate)
+    assert np.allclose(y[1000:-1000], whole[1000:-1000], atol=1e-3)
+    frames = song_features(y)
+    assert np.argmax(frames[20]) == round(1000 * 1024 / SR)
+
+
+def test_normalisation_round_trip():
+    frames = song_features(_noisy_tone(1.0))
+    mean, std = fit_normalisation(frames)
+    z = normalise(frames, mean=mean, std=std)
+    assert np.allclose(z.mean(axis=0), 0, atol=1e-3)
+    assert mean.shape == std.shape == (513,)
