@@ -1,0 +1,97 @@
+"""A show: dB frames in, relay states and raw activations out.
+
+Two kinds share one interface and the same :class:`pi.mapping.ShowMapper`: the learned model
+from a bundle, and the LightShowPi-style ``bands`` fallback used when no usable bundle exists.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pi.bundle import DEFAULT_BUNDLE, Bundle, BundleError, load_bundle
+from pi.features import DEFAULT_PARAMS, FeatureParams
+from pi.mapping import ChannelOverrides, MappingParams, ShowMapper
+
+log = logging.getLogger(__name__)
+
+
+class Show:
+    """``process(frames_db, times_s) -> (states, activations)``, frame after frame."""
+
+    name = "show"
+
+    def __init__(self, mapper: ShowMapper, feature_params: FeatureParams):
+        self.mapper = mapper
+        self.feature_params = feature_params
+
+    @property
+    def n_channels(self) -> int:
+        return self.mapper.params.n_channels
+
+    def activations(self, frames_db: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def process(self, frames_db: np.ndarray, times_s: np.ndarray):
+        """``[shape=(k, 513)]`` frames -> ``[shape=(k, n_channels)]`` states and activations."""
+        acts = self.activations(frames_db)
+        states = self.mapper.run(acts, frames_db, times_s=times_s)
+        return states, acts
+
+
+class ModelShow(Show):
+    def __init__(self, bundle: Bundle, *, overrides: ChannelOverrides | None = None,
+                 hold_s: float | None = None):
+        super().__init__(ShowMapper(bundle.mapping, feature_params=bundle.feature_params,
+                                    overrides=overrides, hold_s=hold_s), bundle.feature_params)
+        self.bundle = bundle
+        self.name = f"model:{bundle.name}"
+
+    def activations(self, frames_db):
+        return self.bundle.activations(frames_db)
+
+
+def band_edges(n_channels: int, *, fmin: float = 40.0, fmax: float = 15000.0) -> np.ndarray:
+    return np.geomspace(fmin, fmax, n_channels + 1)
+
+
+class BandsShow(Show):
+    """LightShowPi's idea: log-spaced frequency bands, one per channel, with running
+    normalisation (here the mapper's adaptive thresholds)."""
+
+    def __init__(self, *, n_channels: int = 8, feature_params: FeatureParams = DEFAULT_PARAMS,
+                 overrides: ChannelOverrides | None = None, hold_s: float | None = None):
+        freqs = np.arange(feature_params.n_bins) * feature_params.sample_rate / feature_params.n_fft
+        edges = band_edges(n_channels)
+        self._matrix = np.zeros((feature_params.n_bins, n_channels), np.float32)
+        for c in range(n_channels):
+            idx = (freqs >= edges[c]) & (freqs < edges[c + 1])
+            if not idx.any():
+                idx[np.argmin(np.abs(freqs - edges[c]))] = True
+            self._matrix[idx, c] = 1.0 / idx.sum()
+        params = MappingParams(center=np.full(n_channels, -50.0, np.float32),
+                               scale=np.full(n_channels, 6.0, np.float32), adapt_s=2.0)
+        super().__init__(ShowMapper(params, feature_params=feature_params, overrides=overrides,
+                                    hold_s=hold_s), feature_params)
+        self.name = "bands"
+
+    def activations(self, frames_db):
+        return frames_db @ self._matrix
+
+
+def make_show(*, model: str | Path | None = None, mapper: str = "model",
+              overrides: ChannelOverrides | None = None, hold_s: float | None = None,
+              n_channels: int = 8) -> Show:
+    """The configured show; a bad or missing bundle logs why and falls back to bands."""
+    if mapper == "bands":
+        return BandsShow(n_channels=n_channels, overrides=overrides, hold_s=hold_s)
+    if mapper != "model":
+        raise ValueError(f"mapper: expected 'model' or 'bands', found {mapper!r}")
+    path = Path(model) if model else DEFAULT_BUNDLE
+    try:
+        bundle = load_bundle(path)
+    except BundleError as exc:
+        log.error("model bundle unusable, falling back to the bands mapper: %s", exc)
+        return BandsShow(n_channels=n_channels, overrides=overrides, hold_s=hold_s)
+    return ModelShow(bundle, overrides=overrides, hold_s=hold_s)

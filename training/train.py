@@ -1,0 +1,217 @@
+"""``make train``: a music library -> trained autoencoders -> an exported, evaluated bundle."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pi.bundle import write_bundle
+from pi.decode import read_song
+from pi.features import DEFAULT_PARAMS, fit_normalisation, normalise
+from pi.mapping import MappingParams
+from pi.show import BandsShow
+from training import corpus, end_detector, ingest
+from training.evaluate import evaluate_audio
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CORPUS = ROOT / ".cache" / "demo-corpus"
+
+
+def fit_pca(x: np.ndarray, *, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA baseline: mean ``[shape=(513,)]`` and components ``[shape=(k, 513)]``."""
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    return mean.astype(np.float32), vt[:k].astype(np.float32)
+
+
+def pca_mse(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> float:
+    code = (x - mean) @ components.T
+    return float(np.mean((code @ components + mean - x) ** 2))
+
+
+def _subsample(frames: list[np.ndarray], max_frames: int) -> np.ndarray:
+    # Neighbouring frames overlap by half, so an even stride loses little and bounds time.
+    x = np.concatenate(frames)
+    step = max(1, int(np.ceil(len(x) / max_frames)))
+    return x[::step]
+
+
+def bundle_arrays(*, specs_weights, norm, mapping: MappingParams, pca) -> dict:
+    specs, weights = specs_weights
+    arrays = {f"encoder/{k}": v for k, v in weights.items()}
+    arrays.update({"norm.mean": norm[0], "norm.std": norm[1], "pca.mean": pca[0],
+                   "pca.components": pca[1]})
+    arrays.update(mapping.to_arrays())
+    return arrays
+
+
+def run(args) -> dict:
+    from training.autoencoders import export_encoder, train_autoencoder
+
+    t_start = time.perf_counter()
+    params = DEFAULT_PARAMS
+    if args.music_dir:
+        roots, source = [Path(args.music_dir)], f"music library {args.music_dir}"
+    else:
+        corpus.generate_corpus(DEMO_CORPUS, n_songs=args.demo_songs, seconds=40.0, seed=0)
+        roots, source = [DEMO_CORPUS], "generated demo corpus (training/corpus.py, seed 0)"
+    annotations = args.annotations or next(
+        (str(r / "annotations.csv") for r in roots if (r / "annotations.csv").is_file()), None)
+    paths = ingest.scan_library(*roots, exclude=args.exclude)
+    t0 = time.perf_counter()
+    songs, skipped = ingest.load_library(paths, cache_dir=Path(args.cache_dir), params=params)
+    feature_s = time.perf_counter() - t0
+    summary = ingest.corpus_summary(songs, skipped)
+    audio_s = sum(s.duration_s for s in songs)
+    print(f"corpus: {summary['n_songs']} songs, {summary['total_minutes']:.1f} min, "
+          f"{summary['n_skipped']} skipped; features {audio_s / max(feature_s, 1e-9):.0f} s "
+          f"of audio per wall second")
+    for item in summary["skipped"]:
+        print(f"  skipped {item['file']}: {item['reason']}")
+    if len(songs) < 2:
+        raise SystemExit(f"train: expected at least 2 usable songs, found {len(songs)}")
+    train, val = ingest.split_by_song(songs, val_fraction=0.2, seed=args.seed)
+
+    detector = end_detector.EndDetector(seed=args.seed).fit(train, annotations=annotations)
+    end_report = detector.evaluate(val, annotations=annotations)
+    print(f"end detector on {len(val)} validation songs: accuracy "
+          f"{end_report['accuracy']:.3f} (naive {end_report['naive_accuracy']:.3f}), balanced "
+          f"{end_report['balanced_accuracy']:.3f}, median |end error| "
+          f"{end_report['end_abs_error_s_median']:.2f} s")
+    train_frames, trim_report = end_detector.trim_library(
+        train, end_times=[detector.detect_end_s(s) for s in train])
+    val_frames, _ = end_detector.trim_library(
+        val, end_times=[detector.detect_end_s(s) for s in val])
+    print(f"trimmed {trim_report['end_trimmed_s']:.0f} s of endings and "
+          f"{trim_report['start_trimmed_s']:.0f} s of leading silence from "
+          f"{trim_report['kept_s'] + trim_report['end_trimmed_s'] + trim_report['start_trimmed_s']:.0f} s")
+
+    x_train_db = _subsample(train_frames, args.max_frames)
+    x_val_db = _subsample(val_frames, args.max_frames // 4)
+    norm = fit_normalisation(x_train_db)
+    x_train = normalise(x_train_db, mean=norm[0], std=norm[1])
+    x_val = normalise(x_val_db, mean=norm[0], std=norm[1])
+    pca = fit_pca(x_train, k=args.bottleneck)
+    mse_pca = pca_mse(x_val, *pca)
+    val_audio = {Path(s.path).name: read_song(s.path) for s in val}
+    print(f"PCA-{args.bottleneck} validation MSE {mse_pca:.4f}; training on {len(x_train)} "
+          f"frames, validating on {len(x_val)}")
+
+    variants = {"dense": dict(kind="dense", decorrelation=args.decorrelation),
+                "conv": dict(kind="conv", decorrelation=args.decorrelation)}
+    if args.ablations:
+        variants.update({
+            "seed": dict(kind="seed"),
+            "dense+mixup": dict(kind="dense", decorrelation=args.decorrelation,
+                                mixup_alpha=args.mixup_alpha),
+            "dense-no-aux": dict(kind="dense", decorrelation=0.0)})
+    results, candidates = {}, {}
+    for label, cfg in variants.items():
+        res = train_autoencoder(cfg.pop("kind"), x_train, x_val, bottleneck=args.bottleneck,
+                                epochs=args.epochs, seed=args.seed, **cfg)
+        mse = float(np.mean((np.asarray(res.model.predict(x_val, verbose=0)) - x_val) ** 2))
+        specs_weights = export_encoder(res.encoder)
+        from pi.encoder import NumpyEncoder
+
+        enc = NumpyEncoder(specs_weights[0], specs_weights[1], n_inputs=params.n_bins)
+        mapping = MappingParams.calibrate(enc(x_train[:: max(1, len(x_train) // 50000)]))
+        arrays = bundle_arrays(specs_weights=specs_weights, norm=norm, mapping=mapping, pca=pca)
+        show = _in_memory_show(specs_weights, norm, mapping, params)
+        metrics = evaluate_audio(val_audio, show)
+        results[label] = {"val_mse": mse, "mse_vs_pca": mse / mse_pca,
+                          "epochs": len(res.history.get("loss", [])),
+                          "train_seconds": round(res.seconds, 1), **metrics["mean"],
+                          "history": res.history}
+        candidates[label] = (res, specs_weights, arrays)
+        _print_row(label, results[label])
+    bands = evaluate_audio(val_audio, lambda: BandsShow(n_channels=args.bottleneck))
+    results["bands"] = bands["mean"]
+    _print_row("bands", results["bands"])
+
+    manifest_base = {
+        "feature_params": params.as_dict(),
+        "corpus": {"source": source, **{k: summary[k] for k in
+                                        ("n_songs", "n_skipped", "total_minutes", "skipped")},
+                   "train_songs": [Path(s.path).name for s in train],
+                   "validation_songs": [Path(s.path).name for s in val]},
+        "end_detector": {k: v for k, v in end_report.items() if k != "songs"},
+        "trim": {k: v for k, v in trim_report.items() if k != "per_song"},
+        "pca_val_mse": mse_pca,
+        "evaluation": {k: {m: v for m, v in r.items() if m != "history"}
+                       for k, r in results.items()},
+        "provenance": {"trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "host": platform.node(), "python": platform.python_version(),
+                       "seed": args.seed, "epochs_max": args.epochs,
+                       "max_frames": args.max_frames},
+    }
+    exported = []
+    for label, suffix in (("dense", ""), ("conv", "-conv")):
+        res, (specs, _), arrays = candidates[label]
+        manifest = dict(manifest_base, name=args.name + suffix, metrics=results[label] | {
+            "history": None}, architecture={"kind": label, "layers": specs,
+                                            "n_channels": args.bottleneck})
+        dest = Path(args.models_dir) / (args.name + suffix)
+        write_bundle(dest, manifest=manifest, arrays=arrays,
+                     extra=lambda tmp, m=res.model: m.save(tmp / "autoencoder.keras"))
+        exported.append(dest)
+    total = time.perf_counter() - t_start
+    print(f"exported {', '.join(map(str, exported))} in {total:.0f} s total")
+    return {"results": results, "exported": [str(p) for p in exported], "seconds": total,
+            "feature_seconds": feature_s, "audio_seconds": audio_s}
+
+
+def _in_memory_show(specs_weights, norm, mapping, params):
+    from pi.encoder import NumpyEncoder
+    from pi.mapping import ShowMapper
+    from pi.show import Show
+
+    enc = NumpyEncoder(specs_weights[0], specs_weights[1], n_inputs=params.n_bins)
+
+    class _Candidate(Show):
+        name = "candidate"
+
+        def activations(self, frames_db):
+            return enc(normalise(frames_db, mean=norm[0], std=norm[1]))
+
+    return lambda: _Candidate(ShowMapper(mapping, feature_params=params), params)
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def _print_row(label: str, r: dict) -> None:
+    print(f"  {label:13s} mse/pca {_fmt(r.get('mse_vs_pca'), '5.2f')}  fluxCorr "
+          f"{_fmt(r['fluxCorr'], '5.2f')}  dead {_fmt(r['dead'], '3.1f')}  corr_max "
+          f"{_fmt(r['corr_max'], '4.2f')}  toggles/s {_fmt(r['toggles_per_s'], '4.2f')}  "
+          f"min run {_fmt(r['min_run_ms'], '5.0f')} ms  entropy "
+          f"{_fmt(r['entropy_bits'], '4.2f')}  tail off {_fmt(r['tail_off'], '4.2f')}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training train",
+                                 description="Train and export a light-show model bundle.")
+    ap.add_argument("--music-dir", help="folder of songs (default: a generated demo corpus)")
+    ap.add_argument("--annotations", help="CSV file,end_seconds (default: annotations.csv "
+                                          "in the music folder, if any)")
+    ap.add_argument("--exclude", nargs="*", default=list(ingest.JINGLE_PATTERNS),
+                    help="file name patterns to leave out (default: %(default)s)")
+    ap.add_argument("--name", default="default")
+    ap.add_argument("--models-dir", default=str(ROOT / "models"))
+    ap.add_argument("--cache-dir", default=str(ROOT / ".cache" / "features"))
+    ap.add_argument("--bottleneck", type=int, default=8, help="channels (8 per relay board)")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--max-frames", type=int, default=120_000)
+    ap.add_argument("--mixup-alpha", type=float, default=0.2)
+    ap.add_argument("--decorrelation", type=float, default=0.1)
+    ap.add_argument("--demo-songs", type=int, default=12)
+    ap.add_argument("--no-ablations", dest="ablations", action="store_false")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    out = run(args)
+    print(json.dumps({k: v for k, v in out.items() if k != "results"}))
+    return 0
