@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Install (or upgrade) lightshow as a systemd service on Raspberry Pi OS: `sudo make install`.
+# Safe to run again: it upgrades the code and venv, and never overwrites /etc/lightshow/config.toml.
+#
+#   --dry-run         print what would be done, change nothing
+#   DESTDIR=/tmp/root stage the files under another root and skip every system change
+#                     (users, apt, pip, systemctl): for tests and packaging
+#   PREFIX, CONFDIR, UNITDIR, STATEDIR override /opt/lightshow, /etc/lightshow,
+#                     /etc/systemd/system, /var/lib/lightshow
+set -euo pipefail
+
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DESTDIR="${DESTDIR:-}"
+PREFIX="${PREFIX:-/opt/lightshow}"
+CONFDIR="${CONFDIR:-/etc/lightshow}"
+UNITDIR="${UNITDIR:-/etc/systemd/system}"
+STATEDIR="${STATEDIR:-/var/lib/lightshow}"
+MODEL_FILE="${LIGHTSHOW_MODEL_FILE:-/proc/device-tree/model}"
+SERVICE_USER=lightshow
+DRY_RUN=0
+
+usage() { sed -n '2,10s/^# \{0,1\}//p' "$0"; }
+for arg in "$@"; do
+    case "$arg" in
+        -n|--dry-run) DRY_RUN=1 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "install.sh: unknown argument '$arg'; expected --dry-run or --help" >&2; exit 2 ;;
+    esac
+done
+
+say() { printf '==> %s\n' "$*"; }
+# Every change goes through run (files) or sys (the running system), so --dry-run and
+# DESTDIR can be trusted to touch nothing they should not.
+run() {
+    if (( DRY_RUN )); then printf '+'; printf ' %q' "$@"; printf '\n'; else "$@"; fi
+}
+sys() {
+    if [[ -n "$DESTDIR" ]]; then printf 'skipped (DESTDIR):'; printf ' %q' "$@"; printf '\n'
+    else run "$@"; fi
+}
+
+if [[ -z "$DESTDIR" ]] && (( ! DRY_RUN )) && [[ $EUID -ne 0 ]]; then
+    echo "install.sh: expected to run as root, found uid $EUID; use: sudo make install" >&2
+    exit 1
+fi
+for dir in "$PREFIX" "$CONFDIR" "$UNITDIR" "$STATEDIR"; do
+    if [[ "$dir" != /?* ]]; then
+        echo "install.sh: expected absolute paths, found '$dir'" >&2; exit 2
+    fi
+done
+
+OPT="$DESTDIR$PREFIX"
+VENV="$PREFIX/.venv"
+MODEL=""
+[[ -r "$MODEL_FILE" ]] && MODEL="$(tr -d '\0' < "$MODEL_FILE")"
+
+# --- user and groups: membership in gpio/audio is what opens /dev/gpio* and /dev/snd/* ---
+say "user $SERVICE_USER in groups gpio, audio"
+for group in gpio audio; do
+    getent group "$group" >/dev/null || sys groupadd --system "$group"
+done
+if id -u "$SERVICE_USER" >/dev/null 2>&1; then
+    sys usermod --append --groups gpio,audio "$SERVICE_USER"
+else
+    sys useradd --system --user-group --groups gpio,audio --home-dir "$STATEDIR" \
+        --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
+fi
+
+# --- system libraries: PortAudio and libsndfile back sounddevice and soundfile ---
+apt_need() {  # install the Debian packages that are missing, refreshing the lists first
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' \
+            || missing+=("$pkg")
+    done
+    (( ${#missing[@]} )) || return 0
+    sys apt-get update -qq
+    sys apt-get install -y --no-install-recommends "${missing[@]}"
+}
+if command -v apt-get >/dev/null; then
+    say "system packages"
+    apt_need python3-venv libportaudio2 libsndfile1
+fi
+
+# --- the project: a clean copy, keeping the venv so upgrades do not rebuild it ---
+say "project -> $OPT"
+if [[ "$(realpath -m "$SRC")" == "$(realpath -m "$OPT")" ]]; then
+    say "running from $OPT itself: nothing to copy"
+else
+    run mkdir -p "$OPT"
+    run find "$OPT" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
+    if (( DRY_RUN )); then
+        echo "+ tar -C $SRC -c . | tar -C $OPT -x   (without .git, .venv, caches, build output)"
+    else
+        tar -C "$SRC" --exclude=./.git --exclude=./.venv --exclude=./out --exclude=./.cache \
+            --exclude=./build --exclude='*.egg-info' --exclude=__pycache__ \
+            --exclude=.pytest_cache --exclude=.hypothesis -cf - . | tar -C "$OPT" -xf -
+    fi
+fi
+
+# --- the venv: only the runtime extra (numpy, sounddevice, soundfile, soxr), never TensorFlow.
+# Editable, so pi/ runs from $PREFIX and finds the shipped models/ beside it. System site
+# packages stay visible so Debian's GPIO packages can stand in if pip cannot build one.
+say "venv $VENV"
+[[ -x "$DESTDIR$VENV/bin/python" ]] || sys python3 -m venv --system-site-packages "$VENV"
+sys "$VENV/bin/pip" install --quiet --editable "${PREFIX}[pi]"
+
+# --- the GPIO library: RPi.GPIO cannot drive a Pi 5 (RP1 chip); rpi-lgpio provides the same
+# RPi.GPIO module on top of /dev/gpiochip and works on every model.
+gpio_lib() {  # pip package, Debian package
+    if (( DRY_RUN )) || [[ -n "$DESTDIR" ]]; then sys "$VENV/bin/pip" install --quiet "$1"
+    elif ! "$VENV/bin/pip" install --quiet "$1"; then
+        say "pip could not install $1; using Debian's $2 instead"
+        apt_need "$2"
+    fi
+}
+case "$MODEL" in
+    "Raspberry Pi 5"*|"Raspberry Pi Compute Module 5"*)
+        say "GPIO for $MODEL: rpi-lgpio"
+        sys "$VENV/bin/pip" uninstall --quiet --yes RPi.GPIO  # left over from a Pi 4 card
+        gpio_lib rpi-lgpio python3-rpi-lgpio ;;
+    "Raspberry Pi"*)
+        if [[ -z "$DESTDIR" ]] && (( ! DRY_RUN )) && "$VENV/bin/pip" show --quiet rpi-lgpio 2>/dev/null
+        then say "GPIO for $MODEL: rpi-lgpio already installed"
+        else say "GPIO for $MODEL: RPi.GPIO"; gpio_lib RPi.GPIO python3-rpi.gpio; fi ;;
+    *)
+        say "not a Raspberry Pi (${MODEL:-no $MODEL_FILE}): no GPIO library;" \
+            "set [outputs] enabled = [\"terminal\"] in $CONFDIR/config.toml" ;;
+esac
+# /opt is read-only to the service (ProtectSystem=strict): compile now, not on every start.
+sys "$VENV/bin/python" -m compileall -q "$PREFIX/pi"
+
+# --- config: the user's file is theirs; only a missing one is created ---
+if [[ -e "$DESTDIR$CONFDIR/config.toml" ]]; then
+    say "config $CONFDIR/config.toml exists: kept as is (defaults: $PREFIX/systemd/config.toml)"
+else
+    say "config $CONFDIR/config.toml (the documented defaults)"
+    run install -D -m 0644 "$SRC/systemd/config.toml" "$DESTDIR$CONFDIR/config.toml"
+fi
+
+say "music folder $STATEDIR/music"
+run mkdir -p "$DESTDIR$STATEDIR/music"
+sys chown -R "$SERVICE_USER:$SERVICE_USER" "$STATEDIR"
+
+# --- the unit ---
+say "unit $UNITDIR/lightshow.service"
+run install -D -m 0644 "$SRC/systemd/lightshow.service" "$DESTDIR$UNITDIR/lightshow.service"
+sys systemctl daemon-reload
+sys systemctl enable lightshow.service
+sys systemctl try-restart lightshow.service  # an upgrade takes effect if it was running
+
+say "done. Check the config, then start:"
+echo "    $VENV/bin/lightshow check-config --config $CONFDIR/config.toml"
+echo "    sudo systemctl start lightshow && journalctl -u lightshow -f"

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Remove the lightshow service and /opt/lightshow: `sudo make uninstall`. Safe to run again.
+# Keeps /etc/lightshow (your config), /var/lib/lightshow (your music) and the lightshow user.
+#
+#   --dry-run         print what would be done, change nothing
+#   DESTDIR=/tmp/root remove from a staged root and skip systemctl (tests)
+#   PREFIX, CONFDIR, UNITDIR, STATEDIR as for install.sh
+set -euo pipefail
+
+DESTDIR="${DESTDIR:-}"
+PREFIX="${PREFIX:-/opt/lightshow}"
+CONFDIR="${CONFDIR:-/etc/lightshow}"
+UNITDIR="${UNITDIR:-/etc/systemd/system}"
+STATEDIR="${STATEDIR:-/var/lib/lightshow}"
+DRY_RUN=0
+
+for arg in "$@"; do
+    case "$arg" in
+        -n|--dry-run) DRY_RUN=1 ;;
+        -h|--help) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        *) echo "uninstall.sh: unknown argument '$arg'; expected --dry-run or --help" >&2; exit 2 ;;
+    esac
+done
+
+say() { printf '==> %s\n' "$*"; }
+run() {
+    if (( DRY_RUN )); then printf '+'; printf ' %q' "$@"; printf '\n'; else "$@"; fi
+}
+sys() {
+    if [[ -n "$DESTDIR" ]]; then printf 'skipped (DESTDIR):'; printf ' %q' "$@"; printf '\n'
+    else run "$@"; fi
+}
+
+if [[ -z "$DESTDIR" ]] && (( ! DRY_RUN )) && [[ $EUID -ne 0 ]]; then
+    echo "uninstall.sh: expected to run as root, found uid $EUID; use: sudo make uninstall" >&2
+    exit 1
+fi
+# rm -rf on a computed path: refuse anything that is not a dedicated absolute folder.
+case "$PREFIX" in
+    /|/usr|/usr/*|/etc|/var|/home|/opt|"") echo "uninstall.sh: refusing PREFIX='$PREFIX'" >&2
+                                           exit 2 ;;
+    /?*) ;;
+    *) echo "uninstall.sh: expected an absolute PREFIX, found '$PREFIX'" >&2; exit 2 ;;
+esac
+
+UNIT="$DESTDIR$UNITDIR/lightshow.service"
+# Stopping runs the service's own shutdown, which switches every relay off.
+if [[ -z "$DESTDIR" ]] && command -v systemctl >/dev/null; then
+    say "stopping and disabling lightshow.service"
+    run systemctl disable --now lightshow.service 2>/dev/null || true
+fi
+if [[ -e "$UNIT" ]]; then
+    say "removing $UNITDIR/lightshow.service"
+    run rm -f "$UNIT"
+    sys systemctl daemon-reload
+    sys systemctl reset-failed lightshow.service 2>/dev/null || true
+fi
+if [[ -e "$DESTDIR$PREFIX" ]]; then
+    say "removing $PREFIX"
+    run rm -rf "$DESTDIR$PREFIX"
+fi
+
+say "done. Kept: $CONFDIR (config), $STATEDIR (music), user lightshow. To remove them too:"
+echo "    sudo rm -r $CONFDIR $STATEDIR && sudo userdel lightshow"
