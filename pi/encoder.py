@@ -11,8 +11,9 @@ ACTIVATIONS = {
     "linear": lambda x: x,
     "tanh": np.tanh,
     "relu": lambda x: np.maximum(x, 0.0),
-    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
-    "silu": lambda x: x / (1.0 + np.exp(-x)),
+    # tanh forms of the logistic function: no overflow warnings for large |x|.
+    "sigmoid": lambda x: 0.5 + 0.5 * np.tanh(0.5 * x),
+    "silu": lambda x: x * (0.5 + 0.5 * np.tanh(0.5 * x)),
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
 }
 LAYER_TYPES = ("dense", "conv1d", "flatten", "reshape")

@@ -13,6 +13,7 @@ which left most channels dead and relays chattering at 86 Hz):
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -35,6 +36,9 @@ class MappingParams:
     idle_change_s: float = 1.5     # a wanted change waits at most this long for an onset
     gate_db: float = -18.0         # gate closes this far below the running loud level
     silence_db: float = -65.0      # and always below this absolute level (dBFS)
+    # A 1024-sample frame sees an onset about one hop before the sound is heard in full, so
+    # changes are held back this many frames to land on the beat, not just ahead of it.
+    delay_frames: float = 1.0
 
     @property
     def n_channels(self) -> int:
@@ -107,6 +111,9 @@ class ShowMapper:
         self.level_ref = params.silence_db + 20.0
         self.flux_mean = None
         self.prev_bands = None
+        self.z_slow = np.zeros(k)
+        self._pending = deque([np.zeros(k, bool)] * int(params.delay_frames))
+        self._alpha_novelty = self.dt / 0.2
 
     def _gate_open(self, frame_db: np.ndarray) -> bool:
         level = 10.0 * np.log10(np.mean(10.0 ** (frame_db / 10.0)) + 1e-12)
@@ -153,19 +160,23 @@ class ShowMapper:
         if not gate:
             change = mismatch
         else:
+            novelty = np.abs(z - self.z_slow)
+            self.z_slow += (z - self.z_slow) * self._alpha_novelty
+            change = mismatch & (t - self.wanted_since >= p.idle_change_s)
             budget = int(np.ceil(excess * p.changes_per_onset)) if excess > 0 else 0
-            overdue = mismatch & (t - self.wanted_since >= p.idle_change_s)
-            change = overdue.copy()
             if budget > 0:
-                strength = np.where(mismatch & ~overdue, np.abs(z), -1.0)
-                for c in np.argsort(-strength)[:budget]:
-                    if strength[c] >= 0:
+                # Channels that want to change go first, then those the onset moved most.
+                rank = np.where(mismatch, 1e6 + np.abs(z), np.where(free, novelty, -1.0))
+                rank[change] = -1.0
+                for c in np.argsort(-rank)[:budget]:
+                    if rank[c] >= 0:
                         change[c] = True
         if change.any():
             self.state = np.where(change, ~self.state, self.state)
             self.last_change = np.where(change, t, self.last_change)
             self.wanted_since = np.where(change, np.inf, self.wanted_since)
-        return self._apply_overrides(self.state)
+        self._pending.append(self.state)
+        return self._apply_overrides(self._pending.popleft())
 
     def _apply_overrides(self, state: np.ndarray) -> np.ndarray:
         out = state.copy()
