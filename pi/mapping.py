@@ -14,7 +14,7 @@ which left most channels dead and relays chattering at 86 Hz):
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -94,7 +94,10 @@ class ShowMapper:
     """Frame-by-frame state machine: ``step`` one frame, or ``run`` a whole song."""
 
     def __init__(self, params: MappingParams, *, feature_params: FeatureParams = DEFAULT_PARAMS,
-                 overrides: ChannelOverrides | None = None, hold_s: float | None = None):
+                 overrides: ChannelOverrides | None = None, hold_s: float | None = None,
+                 silence_db: float | None = None):
+        if silence_db is not None:
+            params = replace(params, silence_db=float(silence_db))
         self.params = params
         self.hold_s = params.hold_s if hold_s is None else float(hold_s)
         self.overrides = overrides or ChannelOverrides()

@@ -12,7 +12,7 @@ import numpy as np
 
 from pi.bundle import DEFAULT_BUNDLE, Bundle, BundleError, load_bundle
 from pi.features import DEFAULT_PARAMS, FeatureParams
-from pi.mapping import ChannelOverrides, MappingParams, ShowMapper
+from pi.mapping import MappingParams, ShowMapper
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,9 @@ class Show:
 
 
 class ModelShow(Show):
-    def __init__(self, bundle: Bundle, *, overrides: ChannelOverrides | None = None,
-                 hold_s: float | None = None):
+    def __init__(self, bundle: Bundle, **mapper_options):
         super().__init__(ShowMapper(bundle.mapping, feature_params=bundle.feature_params,
-                                    overrides=overrides, hold_s=hold_s), bundle.feature_params)
+                                    **mapper_options), bundle.feature_params)
         self.bundle = bundle
         self.name = f"model:{bundle.name}"
 
@@ -61,7 +60,7 @@ class BandsShow(Show):
     normalisation (here the mapper's adaptive thresholds)."""
 
     def __init__(self, *, n_channels: int = 8, feature_params: FeatureParams = DEFAULT_PARAMS,
-                 overrides: ChannelOverrides | None = None, hold_s: float | None = None):
+                 **mapper_options):
         freqs = np.arange(feature_params.n_bins) * feature_params.sample_rate / feature_params.n_fft
         edges = band_edges(n_channels)
         self._matrix = np.zeros((feature_params.n_bins, n_channels), np.float32)
@@ -72,8 +71,8 @@ class BandsShow(Show):
             self._matrix[idx, c] = 1.0 / idx.sum()
         params = MappingParams(center=np.full(n_channels, -50.0, np.float32),
                                scale=np.full(n_channels, 6.0, np.float32), adapt_s=2.0)
-        super().__init__(ShowMapper(params, feature_params=feature_params, overrides=overrides,
-                                    hold_s=hold_s), feature_params)
+        super().__init__(ShowMapper(params, feature_params=feature_params, **mapper_options),
+                         feature_params)
         self.name = "bands"
 
     def activations(self, frames_db):
@@ -81,17 +80,20 @@ class BandsShow(Show):
 
 
 def make_show(*, model: str | Path | None = None, mapper: str = "model",
-              overrides: ChannelOverrides | None = None, hold_s: float | None = None,
-              n_channels: int = 8) -> Show:
-    """The configured show; a bad or missing bundle logs why and falls back to bands."""
+              n_channels: int = 8, **mapper_options) -> Show:
+    """The configured show; a bad, missing or mismatched bundle logs why and falls back to
+    bands. ``mapper_options``: ``overrides``, ``hold_s``, ``silence_db`` for the mapper."""
     if mapper == "bands":
-        return BandsShow(n_channels=n_channels, overrides=overrides, hold_s=hold_s)
+        return BandsShow(n_channels=n_channels, **mapper_options)
     if mapper != "model":
         raise ValueError(f"mapper: expected 'model' or 'bands', found {mapper!r}")
     path = Path(model) if model else DEFAULT_BUNDLE
     try:
         bundle = load_bundle(path)
+        if bundle.n_channels != n_channels:
+            raise BundleError(f"{path}: expected a model with {n_channels} channels, found "
+                              f"{bundle.n_channels}")
     except BundleError as exc:
         log.error("model bundle unusable, falling back to the bands mapper: %s", exc)
-        return BandsShow(n_channels=n_channels, overrides=overrides, hold_s=hold_s)
-    return ModelShow(bundle, overrides=overrides, hold_s=hold_s)
+        return BandsShow(n_channels=n_channels, **mapper_options)
+    return ModelShow(bundle, **mapper_options)
