@@ -32,13 +32,13 @@ class MappingParams:
     adapt_s: float = 6.0           # time constant of the threshold tracking
     onset_ratio: float = 1.6       # flux / its running mean above which a frame is an onset
     flux_s: float = 1.0            # time constant of the flux's running mean
-    changes_per_onset: float = 3.0  # channels allowed to change per unit of onset excess
+    changes_per_onset: float = 1.5  # channels allowed to change per unit of onset excess
     idle_change_s: float = 1.5     # a wanted change waits at most this long for an onset
     gate_db: float = -18.0         # gate closes this far below the running loud level
     silence_db: float = -65.0      # and always below this absolute level (dBFS)
     # A 1024-sample frame sees an onset about one hop before the sound is heard in full, so
     # changes are held back this many frames to land on the beat, not just ahead of it.
-    delay_frames: float = 1.0
+    delay_frames: float = 2.0
 
     @property
     def n_channels(self) -> int:

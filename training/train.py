@@ -13,7 +13,10 @@ from pi.bundle import write_bundle
 from pi.decode import read_song
 from pi.features import DEFAULT_PARAMS, fit_normalisation, normalise
 from pi.mapping import MappingParams
-from pi.show import BandsShow
+from pi.encoder import NumpyEncoder
+from pi.mapping import ShowMapper
+from pi.render import render_blocks
+from pi.show import BandsShow, Show
 from training import corpus, end_detector, ingest
 from training.evaluate import evaluate_audio
 
@@ -101,37 +104,51 @@ def run(args) -> dict:
     print(f"PCA-{args.bottleneck} validation MSE {mse_pca:.4f}; training on {len(x_train)} "
           f"frames, validating on {len(x_val)}")
 
-    variants = {"dense": dict(kind="dense", decorrelation=args.decorrelation),
-                "conv": dict(kind="conv", decorrelation=args.decorrelation)}
-    if args.ablations:
-        variants.update({
-            "seed": dict(kind="seed"),
-            "dense+mixup": dict(kind="dense", decorrelation=args.decorrelation,
-                                mixup_alpha=args.mixup_alpha),
-            "dense-no-aux": dict(kind="dense", decorrelation=0.0)})
     results, candidates = {}, {}
-    for label, cfg in variants.items():
-        res = train_autoencoder(cfg.pop("kind"), x_train, x_val, bottleneck=args.bottleneck,
-                                epochs=args.epochs, seed=args.seed, **cfg)
+
+    def train_and_score(label, kind, x_tr, epochs, **cfg):
+        res = train_autoencoder(kind, x_tr, x_val, bottleneck=args.bottleneck, epochs=epochs,
+                                seed=args.seed, **cfg)
         mse = float(np.mean((np.asarray(res.model.predict(x_val, verbose=0)) - x_val) ** 2))
         specs_weights = export_encoder(res.encoder)
-        from pi.encoder import NumpyEncoder
-
-        enc = NumpyEncoder(specs_weights[0], specs_weights[1], n_inputs=params.n_bins)
-        mapping = MappingParams.calibrate(enc(x_train[:: max(1, len(x_train) // 50000)]))
-        arrays = bundle_arrays(specs_weights=specs_weights, norm=norm, mapping=mapping, pca=pca)
-        show = _in_memory_show(specs_weights, norm, mapping, params)
-        metrics = evaluate_audio(val_audio, show)
+        enc = NumpyEncoder(*specs_weights, n_inputs=params.n_bins)
+        mapping = MappingParams.calibrate(enc(x_tr[:: max(1, len(x_tr) // 50000)]))
+        make = candidate_show(enc, norm, mapping, params)
+        metrics = evaluate_audio(val_audio, make)
         results[label] = {"val_mse": mse, "mse_vs_pca": mse / mse_pca,
                           "epochs": len(res.history.get("loss", [])),
-                          "train_seconds": round(res.seconds, 1), **metrics["mean"],
-                          "history": res.history}
-        candidates[label] = (res, specs_weights, arrays)
+                          "train_seconds": round(res.seconds, 1), **metrics["mean"]}
+        candidates[label] = (res, specs_weights, mapping, make)
         _print_row(label, results[label])
-    bands = evaluate_audio(val_audio, lambda: BandsShow(n_channels=args.bottleneck))
-    results["bands"] = bands["mean"]
-    _print_row("bands", results["bands"])
 
+    for kind in ("dense", "conv"):
+        train_and_score(kind, kind, x_train, args.epochs, decorrelation=args.decorrelation,
+                        mixup_alpha=args.mixup_alpha)
+    if args.ablations:
+        # Ablations on a third of the frames and epochs, each against the same smaller
+        # baseline, so that they cost about one full training in all.
+        small, epochs = x_train[::3], max(1, args.epochs // 3)
+        base = dict(decorrelation=args.decorrelation, mixup_alpha=args.mixup_alpha)
+        for label, kind, cfg in (
+                ("ablation: baseline", "dense", base),
+                ("ablation: no MixUp", "dense", dict(base, mixup_alpha=0.0)),
+                ("ablation: no aux loss", "dense", dict(base, decorrelation=0.0)),
+                ("ablation: seed architecture", "seed", {})):
+            train_and_score(label, kind, small, epochs, **cfg)
+    results["bands (LightShowPi-style)"] = evaluate_audio(
+        val_audio, lambda: BandsShow(n_channels=args.bottleneck))["mean"]
+    _print_row("bands", results["bands (LightShowPi-style)"])
+
+    notes = [f"Corpus: {source}; {summary['n_songs']} songs, {summary['total_minutes']:.1f} "
+             f"min, {summary['n_skipped']} skipped; {len(train)} training and {len(val)} "
+             f"validation songs.",
+             f"End detector: accuracy {end_report['accuracy']:.3f} (naive "
+             f"{end_report['naive_accuracy']:.3f}), balanced {end_report['balanced_accuracy']:.3f}"
+             f", median |end error| {end_report['end_abs_error_s_median']:.2f} s.",
+             f"Trimmed {trim_report['end_trimmed_s']:.0f} s of endings and "
+             f"{trim_report['start_trimmed_s']:.0f} s of leading silence.",
+             f"PCA-{args.bottleneck} validation MSE {mse_pca:.4f}; features at "
+             f"{audio_s / max(feature_s, 1e-9):.0f} s of audio per wall second."]
     manifest_base = {
         "feature_params": params.as_dict(),
         "corpus": {"source": source, **{k: summary[k] for k in
@@ -141,43 +158,70 @@ def run(args) -> dict:
         "end_detector": {k: v for k, v in end_report.items() if k != "songs"},
         "trim": {k: v for k, v in trim_report.items() if k != "per_song"},
         "pca_val_mse": mse_pca,
-        "evaluation": {k: {m: v for m, v in r.items() if m != "history"}
-                       for k, r in results.items()},
+        "evaluation": results,
         "provenance": {"trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "host": platform.node(), "python": platform.python_version(),
                        "seed": args.seed, "epochs_max": args.epochs,
                        "max_frames": args.max_frames},
     }
     exported = []
-    for label, suffix in (("dense", ""), ("conv", "-conv")):
-        res, (specs, _), arrays = candidates[label]
-        manifest = dict(manifest_base, name=args.name + suffix, metrics=results[label] | {
-            "history": None}, architecture={"kind": label, "layers": specs,
-                                            "n_channels": args.bottleneck})
-        dest = Path(args.models_dir) / (args.name + suffix)
-        write_bundle(dest, manifest=manifest, arrays=arrays,
-                     extra=lambda tmp, m=res.model: m.save(tmp / "autoencoder.keras"))
-        exported.append(dest)
     total = time.perf_counter() - t_start
+    manifest_base["provenance"]["train_seconds_total"] = round(total, 1)
+    for label, suffix in (("dense", ""), ("conv", "-conv")):
+        res, specs_weights, mapping, make = candidates[label]
+        arrays = bundle_arrays(specs_weights=specs_weights, norm=norm, mapping=mapping, pca=pca)
+        manifest = dict(manifest_base, name=args.name + suffix, metrics=results[label],
+                        architecture={"kind": label, "layers": specs_weights[0],
+                                      "n_channels": args.bottleneck})
+
+        def extra(tmp, m=res.model, make=make, label=label):
+            m.save(tmp / "autoencoder.keras")
+            if label == "dense":
+                report(tmp / "report", args=args, results=results, candidates=candidates,
+                       detector=detector, val=val, val_audio=val_audio, notes=notes,
+                       annotations=annotations)
+
+        dest = Path(args.models_dir) / (args.name + suffix)
+        write_bundle(dest, manifest=manifest, arrays=arrays, extra=extra)
+        exported.append(dest)
     print(f"exported {', '.join(map(str, exported))} in {total:.0f} s total")
     return {"results": results, "exported": [str(p) for p in exported], "seconds": total,
             "feature_seconds": feature_s, "audio_seconds": audio_s}
 
 
-def _in_memory_show(specs_weights, norm, mapping, params):
-    from pi.encoder import NumpyEncoder
-    from pi.mapping import ShowMapper
-    from pi.show import Show
+def candidate_show(encoder, norm, mapping: MappingParams, params):
+    """A show factory for a model that is not exported yet: the same mapper as the Pi's."""
 
-    enc = NumpyEncoder(specs_weights[0], specs_weights[1], n_inputs=params.n_bins)
-
-    class _Candidate(Show):
+    class CandidateShow(Show):
         name = "candidate"
 
         def activations(self, frames_db):
-            return enc(normalise(frames_db, mean=norm[0], std=norm[1]))
+            return encoder(normalise(frames_db, mean=norm[0], std=norm[1]))
 
-    return lambda: _Candidate(ShowMapper(mapping, feature_params=params), params)
+    return lambda: CandidateShow(ShowMapper(mapping, feature_params=params), params)
+
+
+def report(out_dir: Path, *, args, results, candidates, detector, val, val_audio, notes,
+           annotations) -> None:
+    """Figures and tables for the human reading the training run (training/report.py)."""
+    from training.report import write_report
+
+    song = max(val, key=lambda s: s.duration_s)
+    name = Path(song.path).name
+    timeline = render_blocks([val_audio[name]], candidates["dense"][3]())
+    ann = end_detector.load_annotations(annotations) if annotations else None
+    histories = {label: candidates[label][0].history for label in ("dense", "conv")}
+    write_report(out_dir, title=f"Training report: {args.name}",
+                 results=results, histories=histories,
+                 activation_song={"song": name, "times_s": timeline.times_s,
+                                  "activations": timeline.activations,
+                                  "states": timeline.states},
+                 end_song={"song": name, "times_s": song.times(),
+                           "proba": detector.predict_proba(song),
+                           "detected_s": detector.detect_end_s(song),
+                           "true_s": end_detector.true_end_s(song, ann)},
+                 coef=detector.model_.coef_[0], notes=notes,
+                 sample_rate=DEFAULT_PARAMS.sample_rate, n_fft=DEFAULT_PARAMS.n_fft)
 
 
 def _fmt(v, spec):
@@ -204,8 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models-dir", default=str(ROOT / "models"))
     ap.add_argument("--cache-dir", default=str(ROOT / ".cache" / "features"))
     ap.add_argument("--bottleneck", type=int, default=8, help="channels (8 per relay board)")
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--max-frames", type=int, default=120_000)
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--max-frames", type=int, default=80_000)
     ap.add_argument("--mixup-alpha", type=float, default=0.2)
     ap.add_argument("--decorrelation", type=float, default=0.1)
     ap.add_argument("--demo-songs", type=int, default=12)

@@ -1,0 +1,157 @@
+"""``make bench``: per-frame costs, real-time factor, Keras ratio, daemon memory and start-up.
+
+Printed figures only: speed is measured here, never asserted in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pi.bundle import load_bundle
+from pi.features import DEFAULT_PARAMS, StreamingFeatures, spectra_db
+from pi.mapping import ShowMapper
+from pi.outputs import MockOutput, TerminalOutput
+
+ROOT = Path(__file__).resolve().parent.parent
+HOP = DEFAULT_PARAMS.hop
+
+
+def per_call_us(fn, *, repeat: int = 2000) -> float:
+    """Median of 5 rounds of ``repeat`` calls, in microseconds per call."""
+    fn()
+    rounds = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        rounds.append((time.perf_counter() - t0) / repeat * 1e6)
+    return float(np.median(rounds))
+
+
+def lightshowpi_fft_us(rng) -> float:
+    # LightShowPi's per-chunk work at the same 1024 frame: window, rfft, magnitude, log.
+    chunk = rng.normal(size=DEFAULT_PARAMS.n_fft).astype(np.float32)
+    window = np.hanning(DEFAULT_PARAMS.n_fft)
+    return per_call_us(lambda: np.log10(np.abs(np.fft.rfft(chunk * window)) + 1e-9))
+
+
+def frame_costs(model_dirs: list[Path]) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    block = (0.3 * rng.normal(size=HOP)).astype(np.float32)
+    stream = StreamingFeatures()
+    stream.push(rng.normal(size=DEFAULT_PARAMS.n_fft).astype(np.float32))
+    frame = spectra_db(rng.normal(size=(1, DEFAULT_PARAMS.n_fft)))
+    costs = {"LightShowPi FFT only (reference)": lightshowpi_fft_us(rng),
+             "features (streaming, per hop)": per_call_us(lambda: stream.push(block))}
+    for d in model_dirs:
+        bundle = load_bundle(d)
+        kind = bundle.manifest["architecture"]["kind"]
+        costs[f"{kind} encoder (numpy)"] = per_call_us(lambda b=bundle: b.activations(frame))
+        if kind == "dense":
+            mapper = ShowMapper(bundle.mapping)
+            acts = bundle.activations(frame)[0]
+            t = [0.0]
+
+            def step():
+                t[0] += HOP / DEFAULT_PARAMS.sample_rate
+                mapper.step(acts, frame[0], t=t[0])
+
+            costs["mapping"] = per_call_us(step)
+    states = np.zeros(8, bool)
+    mock = MockOutput(8)
+    costs["output (mock)"] = per_call_us(lambda: mock.set(states, t=0.0), repeat=500)
+    with open(os.devnull, "w") as null:
+        term = TerminalOutput(8, stream=null)
+        costs["output (terminal)"] = per_call_us(lambda: term.set(states, t=0.0), repeat=500)
+    return costs
+
+
+def keras_costs(model_dirs: list[Path]) -> dict[str, float]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from training.autoencoders import encoder_of
+
+    frame = np.random.default_rng(0).normal(size=(1, 513)).astype(np.float32)
+    out = {}
+    for d in model_dirs:
+        kind = load_bundle(d).manifest["architecture"]["kind"]
+        enc = encoder_of(keras.saving.load_model(d / "autoencoder.keras"))
+        out[f"{kind} encoder (Keras model(x))"] = per_call_us(lambda e=enc: e(frame), repeat=200)
+    return out
+
+
+def daemon_figures(model: Path, song: Path) -> dict[str, float]:
+    """Peak RSS of ``run`` and ``render`` on a song, and the time to the first relay command."""
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        record = Path(tmp) / "record.jsonl"
+        started = time.monotonic()
+        run = [sys.executable, "-m", "pi", "run", "--source", "file", "--output", "mock",
+               "--record", str(record), "--model", str(model), str(song)]
+        t0 = time.perf_counter()
+        rss_run = _peak_rss_kb(run)
+        figures["run: wall s (as fast as possible)"] = time.perf_counter() - t0
+        figures["run: peak RSS MB"] = rss_run / 1024
+        events = [json.loads(line) for line in record.read_text().splitlines()]
+        first = next((e for e in events if e.get("event") == "set"), None)
+        if first is not None:
+            figures["run: first frame s after start"] = first["monotonic"] - started
+        render = [sys.executable, "-m", "pi", "render", str(song), "--csv",
+                  str(Path(tmp) / "show.csv"), "--model", str(model)]
+        t0 = time.perf_counter()
+        figures["render: peak RSS MB"] = _peak_rss_kb(render) / 1024
+        figures["render: wall s"] = time.perf_counter() - t0
+    return figures
+
+
+def _peak_rss_kb(cmd: list[str]) -> float:
+    # GNU time isn't always installed; wait4's rusage gives the child's own peak.
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return float(usage.ru_maxrss)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training bench")
+    ap.add_argument("--model", default=str(ROOT / "models" / "default"))
+    ap.add_argument("--seconds", type=float, default=240.0, help="length of the test song")
+    args = ap.parse_args(argv)
+    model = Path(args.model)
+    models = [m for m in (model, model.with_name(model.name + "-conv")) if m.is_dir()]
+    costs = frame_costs(models)
+    keras_cost = keras_costs(models)
+    hop_us = HOP / DEFAULT_PARAMS.sample_rate * 1e6
+    pipeline = sum(v for k, v in costs.items() if "reference" not in k and "conv" not in k
+                   and "terminal" not in k)
+    print(f"{'per-frame cost':44s} {'µs':>9s}")
+    for k, v in {**costs, **keras_cost}.items():
+        print(f"{k:44s} {v:9.1f}")
+    for kind in ("dense", "conv"):
+        np_key, k_key = f"{kind} encoder (numpy)", f"{kind} encoder (Keras model(x))"
+        if np_key in costs and k_key in keras_cost:
+            print(f"{'Keras / numpy, ' + kind:44s} {keras_cost[k_key] / costs[np_key]:9.1f}x")
+    print(f"{'dense pipeline per hop (features+enc+map+mock)':44s} {pipeline:9.1f}")
+    print(f"{'real-time factor (hop / pipeline cost)':44s} {hop_us / pipeline:9.0f}x")
+
+    from training.corpus import synth_song
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        song = Path(tmp) / "bench-song.wav"
+        y, _ = synth_song(seconds=args.seconds, seed=3, ending="fade")
+        sf.write(song, y, DEFAULT_PARAMS.sample_rate)
+        for k, v in daemon_figures(model, song).items():
+            print(f"{k:44s} {v:9.2f}")
+    return 0
