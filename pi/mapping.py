@@ -39,6 +39,9 @@ class MappingParams:
     # A 1024-sample frame sees an onset about one hop before the sound is heard in full, so
     # changes are held back this many frames to land on the beat, not just ahead of it.
     delay_frames: float = 2.0
+    # Busy music (16th-note hi-hats) would wear relays out: above this rate per channel,
+    # onsets must be proportionally stronger to switch anything.
+    max_toggles_per_s: float = 2.0
 
     @property
     def n_channels(self) -> int:
@@ -115,6 +118,8 @@ class ShowMapper:
         self.flux_mean = None
         self.prev_bands = None
         self.z_slow = np.zeros(k)
+        self.rate = 0.0  # recent changes per second per channel
+        self._alpha_rate = self.dt / 4.0
         self._pending = deque([np.zeros(k, bool)] * int(params.delay_frames))
         self._alpha_novelty = self.dt / 0.2
 
@@ -134,9 +139,12 @@ class ShowMapper:
         self.prev_bands = bands
         if self.flux_mean is None:
             self.flux_mean = flux
-        excess = flux / (self.flux_mean + 1e-3) - self.params.onset_ratio
+        excess = flux / (self.flux_mean + 1e-3) - self.params.onset_ratio * self._pressure()
         self.flux_mean += (flux - self.flux_mean) * self._alpha_flux
         return excess
+
+    def _pressure(self) -> float:
+        return max(1.0, self.rate / self.params.max_toggles_per_s)
 
     def step(self, activations: np.ndarray, frame_db: np.ndarray, *, t: float) -> np.ndarray:
         """One frame: activations ``[shape=(n_channels,)]``, dB frame ``[shape=(513,)]``.
@@ -166,7 +174,8 @@ class ShowMapper:
             novelty = np.abs(z - self.z_slow)
             self.z_slow += (z - self.z_slow) * self._alpha_novelty
             change = mismatch & (t - self.wanted_since >= p.idle_change_s)
-            budget = int(np.ceil(excess * p.changes_per_onset)) if excess > 0 else 0
+            budget = (int(np.ceil(excess * p.changes_per_onset / self._pressure()))
+                      if excess > 0 else 0)
             if budget > 0:
                 # Channels that want to change go first, then those the onset moved most.
                 rank = np.where(mismatch, 1e6 + np.abs(z), np.where(free, novelty, -1.0))
@@ -178,6 +187,8 @@ class ShowMapper:
             self.state = np.where(change, ~self.state, self.state)
             self.last_change = np.where(change, t, self.last_change)
             self.wanted_since = np.where(change, np.inf, self.wanted_since)
+        n_changed = int(change.sum())
+        self.rate += (n_changed / (len(change) * self.dt) - self.rate) * self._alpha_rate
         self._pending.append(self.state)
         return self._apply_overrides(self._pending.popleft())
 
