@@ -47,7 +47,7 @@ class FeatureParams:
 DEFAULT_PARAMS = FeatureParams()
 
 
-def _window(n_fft: int) -> np.ndarray:
+def hann_window(n_fft: int) -> np.ndarray:
     # Periodic Hann, as librosa and scipy's fftbins=True use, so frames overlap-add evenly.
     n = np.arange(n_fft)
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)).astype(np.float64)
@@ -99,7 +99,7 @@ def spectra_db(frames: np.ndarray, *, params: FeatureParams = DEFAULT_PARAMS) ->
 
     Magnitudes are scaled so that a full-scale sine reads about 0 dB, then floored.
     """
-    window = _window(params.n_fft)
+    window = hann_window(params.n_fft)
     mag = np.abs(np.fft.rfft(frames * window, axis=-1)) * (2.0 / window.sum())
     floor = 10.0 ** (params.db_floor / 20.0)
     return (20.0 * np.log10(np.maximum(mag, floor))).astype(np.float32)

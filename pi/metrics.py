@@ -52,7 +52,7 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return np.where(mels >= min_log_mel, log, _F_SP * mels)
 
 
-def _mel_basis(*, sr: int = SAMPLE_RATE, n_fft: int = N_FFT,
+def mel_basis(*, sr: int = SAMPLE_RATE, n_fft: int = N_FFT,
               n_mels: int = N_MELS) -> np.ndarray:
     """librosa.filters.mel defaults (fmin=0, fmax=sr/2, Slaney scale and norm).
 
@@ -77,7 +77,7 @@ class _BandedMel:
     """
 
     def __init__(self, *, sr: int):
-        w = _mel_basis(sr=sr)
+        w = mel_basis(sr=sr)
         self.n_mels = w.shape[0]
         nonzero = np.flatnonzero(w.any(axis=0))
         cols = np.arange(nonzero[0], nonzero[-1] + 1)
