@@ -8,7 +8,7 @@ NAME ?= default
 MUSIC_DIR ?=
 DEMO_DIR := out/demo
 
-.PHONY: setup demo train test bench clean
+.PHONY: setup demo train test bench clean install uninstall
 
 setup: $(STAMP)
 
@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m training corpus --out $(DEMO_DIR) --songs 1 --seconds 30 --seed 7
 	$(PY) -m pi run --source file --realtime --output terminal --model $(MODEL) $(DEMO_DIR)
+	$(PY) -m pi preview $(DEMO_DIR)/song_00_fade.wav --model $(MODEL) --out $(DEMO_DIR)/preview.html
 
 # Without MUSIC_DIR the generated demo corpus is the training data.
 train: $(STAMP)
@@ -35,3 +36,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf out .cache
+
+# On the Pi, as root: `sudo make install` / `sudo make uninstall` (see systemd/install.sh).
+install:
+	bash systemd/install.sh
+
+uninstall:
+	bash systemd/uninstall.sh

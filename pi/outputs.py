@@ -1,5 +1,7 @@
 """Where channel states go: relays on GPIO, lamps in a terminal, or a recording for tests.
 
+The GPIO relays live in pi/gpio.py; this module keeps the interface and the safety rules.
+
 Relays are hardware, so every output is all-off right after open(), all-off before close(),
 and an atexit net closes whatever the caller forgot (as gpiozero does). Minimum hold times are
 the mapper's job; an output applies exactly the states it is given.
@@ -7,23 +9,18 @@ the mapper's job; an output applies exactly the states it is given.
 from __future__ import annotations
 
 import atexit
-import importlib
-import importlib.metadata
 import json
 import os
-import re
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 from typing import IO, Callable, Sequence
 
 import numpy as np
 
-from pi.config import Config, ConfigError, check_bcm_pins
+from pi.config import Config
 
-MODEL_PATH = "/proc/device-tree/model"
 _OPEN: list["Output"] = []  # opened and not yet closed, oldest first
 
 
@@ -284,118 +281,6 @@ class TerminalOutput(Output):
             self.tty, self.stream = False, open(os.devnull, "w")
 
 
-_PI5 = re.compile(r"Raspberry Pi (5|500)\b|Raspberry Pi Compute Module 5")
-
-
-def _is_lgpio_shim(gpio: types.ModuleType) -> bool:
-    """rpi-lgpio installs itself as RPi.GPIO; tell it from the original by what it imports."""
-    if isinstance(getattr(gpio, "lgpio", None), types.ModuleType):
-        return True  # rpi-lgpio does `import lgpio` at module level
-    if "RPi._GPIO" in sys.modules:
-        return False  # the original is a C extension, RPi._GPIO, re-exported by RPi.GPIO
-    try:  # neither marker: ask the package metadata
-        importlib.metadata.distribution("rpi-lgpio")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def _pi5_error(model: str) -> OutputError:
-    return OutputError(
-        f"rpigpio: this is a {model}, and the original RPi.GPIO cannot drive its GPIO (the "
-        f"Pi 5 moved GPIO to the RP1 chip); expected rpi-lgpio, which provides the same "
-        f"RPi.GPIO module: in the venv `pip uninstall -y RPi.GPIO && pip install rpi-lgpio`, "
-        f"or system-wide `sudo apt install python3-rpi-lgpio`")
-
-
-class RPiGPIOOutput(Output):
-    """Relays on BCM GPIO pins via RPi.GPIO (Pi 3/4/Zero 2 W) or rpi-lgpio (Pi 5)."""
-
-    name = "rpigpio"
-
-    def __init__(self, pins: Sequence[int], *, active_low: bool,
-                 model_path: str | Path = MODEL_PATH):
-        try:
-            self.pins = check_bcm_pins(list(pins), "rpigpio pins")
-        except ConfigError as exc:
-            raise OutputError(str(exc)) from None
-        super().__init__(len(self.pins))
-        self.active_low = bool(active_low)
-        self.model_path = Path(model_path)
-        self.gpio: types.ModuleType | None = None
-        self._levels: list[int] | None = None
-        self._set_up: list[int] = []
-
-    def board_model(self) -> str:
-        try:
-            return self.model_path.read_bytes().rstrip(b"\0\n").decode(errors="replace")
-        except OSError:
-            return ""  # not a Pi (or no device tree): RPi.GPIO itself will say so
-
-    def _import(self, model: str) -> types.ModuleType:
-        try:
-            return importlib.import_module("RPi.GPIO")
-        except ModuleNotFoundError:
-            raise OutputError(
-                "rpigpio: expected the RPi.GPIO module, found it not installed; install it in "
-                "the lightshow venv: `pip install RPi.GPIO` (Pi 3/4/Zero 2 W) or "
-                "`pip install rpi-lgpio` (Pi 5), or `sudo make install` which picks one"
-            ) from None
-        except RuntimeError as exc:  # RPi.GPIO raises this at import when not on a Pi
-            if _PI5.search(model):
-                raise _pi5_error(model) from None
-            raise OutputError(f"rpigpio: RPi.GPIO refused to load ({exc}); expected a "
-                              f"Raspberry Pi, found {model or 'no Pi model'} "
-                              f"in {self.model_path}") from None
-
-    def _open(self) -> None:
-        model = self.board_model()
-        gpio = self._import(model)
-        if _PI5.search(model) and not _is_lgpio_shim(gpio):
-            raise _pi5_error(model)
-        self.gpio = gpio
-        self._off = gpio.HIGH if self.active_low else gpio.LOW
-        self._on = gpio.LOW if self.active_low else gpio.HIGH
-        # After a crash-restart the pins are still outputs; RPi.GPIO would warn "channel
-        # already in use" on every start. We set every level explicitly, so it is noise.
-        gpio.setwarnings(False)
-        try:
-            gpio.setmode(gpio.BCM)
-        except ValueError as exc:  # another library in this process chose BOARD numbering
-            raise OutputError(f"rpigpio: expected BCM pin numbering, found {exc}") from None
-        for pin in self.pins:
-            try:
-                # initial= sets the level as the pin becomes an output: no glitch to ON.
-                gpio.setup(pin, gpio.OUT, initial=self._off)
-            except Exception as exc:
-                self._cleanup()
-                raise OutputError(
-                    f"rpigpio: GPIO {pin} could not be set up as an output ({exc}); expected "
-                    f"access to /dev/gpiomem or /dev/gpiochip* (is the user in group gpio?) "
-                    f"and the pin not used by another program or overlay") from None
-            self._set_up.append(pin)
-        self._levels = [self._off] * len(self.pins)
-
-    def _write(self, states: tuple[bool, ...], t: float | None) -> None:
-        assert self.gpio is not None and self._levels is not None
-        force = t is None  # all_off() writes every pin, whatever we believe they are
-        for i, (pin, on) in enumerate(zip(self.pins, states)):
-            level = self._on if on else self._off
-            if force or level != self._levels[i]:
-                self.gpio.output(pin, level)
-                self._levels[i] = level
-
-    def _release(self) -> None:
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        # cleanup() turns the pins back into inputs; a floating input drives neither kind of
-        # relay board, and other programs can use the pins after us.
-        if self.gpio is not None and self._set_up:
-            pins, self._set_up = self._set_up, []
-            self.gpio.cleanup(pins)
-
-
 def make_outputs(spec_list: Sequence[str], config: Config | None = None) -> MultiOutput:
     """Outputs by name ("rpigpio", "terminal", "mock"), configured from `config`."""
     config = config or Config()
@@ -403,6 +288,8 @@ def make_outputs(spec_list: Sequence[str], config: Config | None = None) -> Mult
     outputs: list[Output] = []
     for name in spec_list:
         if name == "rpigpio":
+            from pi.gpio import RPiGPIOOutput  # pi.gpio imports this module: import late
+
             outputs.append(RPiGPIOOutput(config.outputs.rpigpio.pins,
                                          active_low=config.outputs.rpigpio.active_low))
         elif name == "terminal":

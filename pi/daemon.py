@@ -1,0 +1,241 @@
+"""The appliance's run loop: config -> show -> outputs -> audio source -> lamps.
+
+One thread does everything but the audio callbacks: it reads blocks from the source, turns
+them into frames and states (pi.features, pi.show), and applies each state when the source
+says it is due (at once for live audio, at the DAC time for played songs). Lamps are off
+before the audio starts, whenever the audio device is missing (it is retried with backoff),
+and at exit, however the exit comes (SIGTERM raises SystemExit here, Ctrl-C
+KeyboardInterrupt; both unwind through ``finally``).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from pi import systemd
+from pi.config import Config
+from pi.features import StreamingFeatures
+from pi.mapping import ChannelOverrides
+from pi.outputs import Output, make_outputs
+from pi.playlist import Playlist
+from pi.show import Show, make_show
+from pi.sources import END, Backoff, DeviceError, FileSource, PlaylistError, Source
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_S = 0.1   # the loop comes round at least this often (watchdog, stop requests)
+STATS_S = 60.0     # how often over/underflow counts are logged, when they grew
+END_GRACE_S = 2.0  # after the music ends, states still without a due time are dropped
+
+
+def show_from_config(config: Config) -> Show:
+    s = config.show
+    # The config numbers channels from 1, like the labels on relay boards; the mapper from 0.
+    overrides = ChannelOverrides(invert=tuple(c - 1 for c in s.invert),
+                                 always_on=tuple(c - 1 for c in s.always_on),
+                                 always_off=tuple(c - 1 for c in s.always_off))
+    return make_show(model=config.model.path or None, mapper=config.model.mapper,
+                     n_channels=s.channels, overrides=overrides, hold_s=s.hold_ms / 1000,
+                     silence_db=s.silence_db)
+
+
+def make_source(config: Config, *, rate: int, realtime: bool = False,
+                stop: threading.Event | None = None) -> Source:
+    a = config.audio
+    offset_s = 0.0 if config.show.latency_ms == "auto" else config.show.latency_ms / 1000
+    if a.source == "line-in":
+        from pi.linein import LineInSource
+
+        if offset_s < 0:
+            log.warning("show.latency_ms = %g: live lamps cannot run ahead of the sound; "
+                        "using 0", config.show.latency_ms)
+        return LineInSource(device=a.device, rate=rate, block_ms=a.block_ms,
+                            offset_s=offset_s)
+    repeat = a.repeat
+    if a.source == "file" and not realtime and repeat:
+        log.info("audio.repeat ignored: without --realtime the file source plays the "
+                 "playlist once, as fast as it can")
+        repeat = False
+    playlist = Playlist(a.playlist, shuffle=a.shuffle, repeat=repeat)
+    if a.source == "playlist":
+        from pi.playback import PlaybackSource
+
+        return PlaybackSource(playlist, device=a.device, rate=rate, block_ms=a.block_ms,
+                              offset_s=offset_s, stop=stop)
+    return FileSource(playlist, rate=rate, realtime=realtime, offset_s=offset_s, stop=stop)
+
+
+class _Heartbeat:
+    """sd_notify WATCHDOG and STATUS, and the periodic over/underflow log line."""
+
+    def __init__(self, stats_s: float = STATS_S):
+        self.interval = systemd.watchdog_interval_s()
+        self._next_ping = 0.0
+        self._status: str | None = None
+        self._stats_s = stats_s
+        self._stats_at = time.monotonic() + stats_s
+        self._counts: dict[str, int] = {}
+
+    def beat(self, source: Source | None = None) -> None:
+        now = time.monotonic()
+        if self.interval is not None and now >= self._next_ping:
+            systemd.watchdog_ping()
+            self._next_ping = now + self.interval
+        if source is not None:
+            if source.status:
+                self.status(source.status)
+            if now >= self._stats_at:
+                self._stats_at = now + self._stats_s
+                self.log_counters(source)
+
+    def status(self, text: str) -> None:
+        if text != self._status:
+            self._status = text
+            systemd.status(text)
+
+    def log_counters(self, source: Source, *, final: bool = False) -> None:
+        counts = source.counters()
+        grew = {k: v - self._counts.get(k, 0) for k, v in counts.items()
+                if v != self._counts.get(k, 0)}
+        self._counts = dict(counts)
+        if final and any(counts.values()):
+            log.warning("audio in total: %s", ", ".join(f"{v} {k}" for k, v in counts.items()))
+        elif grew and not final:
+            log.warning("audio in the last %.0f s: %s", self._stats_s,
+                        ", ".join(f"{v} {k}" for k, v in grew.items()))
+
+
+class Daemon:
+    """``Daemon(config).run()`` -> exit code. ``stop`` ends the show from another thread."""
+
+    def __init__(self, config: Config, *, realtime: bool = False,
+                 stop: threading.Event | None = None, retry: Backoff | None = None):
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.retry = retry or Backoff(1.0, 30.0)
+        self.show = show_from_config(config)
+        self.outputs: Output = make_outputs(config.outputs.enabled, config)
+        self.source = make_source(config, rate=self.show.feature_params.sample_rate,
+                                  realtime=realtime, stop=self.stop)
+        self.frames = 0
+        self._t_next = 0.0  # show time where a reopened source carries on
+        self._ready = False
+        self._heart = _Heartbeat()
+
+    def run(self) -> int:
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main else None
+        if main:
+            systemd.install_sigterm_handler()
+        log.info("show %s, %d channels; outputs %s; source %s", self.show.name,
+                 self.show.n_channels, ", ".join(self.config.outputs.enabled),
+                 self.source.name)
+        try:
+            self.outputs.open()
+            return self._loop()
+        except PlaylistError as exc:
+            log.error("%s", exc)
+            return 1
+        finally:
+            systemd.stopping()
+            try:
+                self.source.close()
+            finally:
+                self.outputs.close()  # all off, recorded, GPIO released
+                self._heart.log_counters(self.source, final=True)
+                log.info("stopped after %d frames; lamps off", self.frames)
+                if previous is not None:  # for callers that live on (tests, embedding)
+                    signal.signal(signal.SIGTERM, previous)
+
+    def _ready_once(self) -> None:
+        if not self._ready:
+            self._ready = True
+            systemd.ready()
+
+    def _loop(self) -> int:
+        while not self.stop.is_set():
+            try:
+                self.source.open()
+            except DeviceError as exc:
+                self._ready_once()  # running, and waiting for the device, is a ready state
+                self._wait_for_device(exc)
+                continue
+            self._ready_once()
+            try:
+                if self._pump():
+                    return 0
+            except DeviceError as exc:
+                self.outputs.all_off()
+                self.source.close()
+                self._wait_for_device(exc)
+        return 0
+
+    def _wait_for_device(self, exc: DeviceError) -> None:
+        delay = self.retry.next()
+        log.warning("audio device unavailable: %s; lamps off, retrying in %.0f s", exc, delay)
+        self._heart.status(f"lamps off, waiting for the audio device: {exc}")
+        until = time.monotonic() + delay
+        while not self.stop.is_set() and (left := until - time.monotonic()) > 0:
+            self._heart.beat()
+            self.stop.wait(min(left, 1.0))
+
+    def _pump(self) -> bool:
+        """Audio to lamps until the source ends (True) or a stop is requested (False)."""
+        params = self.show.feature_params
+        features = StreamingFeatures(params=params)
+        pending: deque = deque()  # (frame end sample, show time, states), oldest first
+        t_base, ended_at, flowing = self._t_next, None, False
+        while not self.stop.is_set():
+            self._heart.beat(self.source)
+            now, wait = time.monotonic(), MAX_WAIT_S
+            while pending:
+                due = self.source.when(pending[0][0])
+                if due is None and ended_at is not None and now - ended_at > END_GRACE_S:
+                    log.warning("%d lamp states never became due; dropped", len(pending))
+                    pending.clear()
+                if due is None:
+                    wait = self.source.poll_s
+                    break
+                if due > now:
+                    wait = min(wait, due - now)
+                    break
+                _, t, states = pending.popleft()
+                self.outputs.set(states, t=t)
+            if ended_at is not None:
+                if not pending:
+                    return True
+                self.stop.wait(wait)
+                continue
+            block = self.source.read(wait)
+            if block is END:
+                ended_at = time.monotonic()
+                continue
+            if block is None:
+                continue
+            if not flowing:
+                flowing = True
+                self.retry.reset()
+                log.info("audio is flowing")
+            frames = features.push(block)
+            if len(frames):
+                first = features.frames_emitted - len(frames)
+                # Frame i ends at sample i * hop + n_fft: pi.features.frame_times, in samples.
+                ends = np.arange(first, first + len(frames)) * params.hop + params.n_fft
+                times = t_base + ends / params.sample_rate
+                states, _ = self.show.process(frames, times)
+                pending.extend(zip(ends.tolist(), times.tolist(), states))
+                self.frames += len(frames)
+                # After a lost device the show time jumps on by a second: it never runs
+                # backwards, so hold times stay honest across the gap.
+                self._t_next = float(times[-1]) + 1.0
+        return False
+
+
+def run(config: Config, *, realtime: bool = False, stop: threading.Event | None = None,
+        retry: Backoff | None = None) -> int:
+    return Daemon(config, realtime=realtime, stop=stop, retry=retry).run()
