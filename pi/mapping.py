@@ -31,11 +31,11 @@ class MappingParams:
     hold_s: float = 0.10
     hysteresis: float = 0.15       # in units of the channel's spread
     adapt_s: float = 6.0           # time constant of the threshold tracking
-    onset_ratio: float = 1.6       # flux / its running mean above which a frame is an onset
+    onset_ratio: float = 1.4       # flux / its running mean above which a frame is an onset
     flux_s: float = 1.0            # time constant of the flux's running mean
     changes_per_onset: float = 1.5  # channels allowed to change per unit of onset excess
     idle_change_s: float = 1.5     # a wanted change waits at most this long for an onset
-    gate_db: float = -18.0         # gate closes this far below the running loud level
+    gate_db: float = -14.0         # gate closes this far below the running loud level
     silence_db: float = -65.0      # and always below this absolute level (dBFS)
     # A 1024-sample frame sees an onset about one hop before the sound is heard in full, so
     # changes are held back this many frames to land on the beat, not just ahead of it.

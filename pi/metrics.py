@@ -236,8 +236,15 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def reference_signals(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, int]:
+    """The audio's side of the metrics, ``(onset_strength, music_end_hop)``: compute it once
+    when several shows of the same song are scored."""
+    return onset_strength(y, sr=sr), music_end_hop(y, sr=sr)
+
+
 def show_metrics(y: np.ndarray, *, times_s: np.ndarray, states: np.ndarray,
-                 sr: int = SAMPLE_RATE) -> dict:
+                 sr: int = SAMPLE_RATE,
+                 reference: tuple[np.ndarray, int] | None = None) -> dict:
     """All show metrics of one song, as a JSON-serialisable dict.
 
     Parameters
@@ -247,6 +254,7 @@ def show_metrics(y: np.ndarray, *, times_s: np.ndarray, states: np.ndarray,
         effect; no rows (a song shorter than one frame) means all off
     states : np.ndarray [shape=(n_rows, n_channels)]  0/1 channel states
     sr : int  sample rate
+    reference : the song's :func:`reference_signals`, if already computed
 
     Returns
     -------
@@ -255,8 +263,7 @@ def show_metrics(y: np.ndarray, *, times_s: np.ndarray, states: np.ndarray,
     ``duration_s``; ``None`` marks an undefined value (see the module docstring).
     """
     times_s, on = _check_show(times_s, states)
-    onset = onset_strength(y, sr=sr)
-    end = music_end_hop(y, sr=sr)
+    onset, end = reference if reference is not None else reference_signals(y, sr=sr)
     n_hops, n_ch = onset.size, on.shape[1]
     duration_s = len(y) / sr
     hop_t = np.arange(n_hops) * HOP / sr

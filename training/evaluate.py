@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from pi.metrics import show_metrics
+from pi.metrics import reference_signals, show_metrics
 from pi.render import render_blocks, render_song
 from pi.show import Show, make_show
 
@@ -25,12 +25,18 @@ def evaluate_songs(paths, make: Callable[[], Show]) -> dict:
     return {"mean": mean_metrics(per_song.values()), "songs": per_song}
 
 
-def evaluate_audio(songs: dict[str, np.ndarray], make: Callable[[], Show]) -> dict:
-    """Like :func:`evaluate_songs` for songs already decoded to mono at 44.1 kHz."""
+def evaluate_audio(songs: dict[str, np.ndarray], make: Callable[[], Show], *,
+                   references: dict | None = None) -> dict:
+    """Like :func:`evaluate_songs` for songs already decoded to mono at 44.1 kHz;
+    ``references`` caches each song's :func:`pi.metrics.reference_signals` across calls."""
     per_song = {}
     for name, audio in songs.items():
         timeline = render_blocks([audio], make())
-        per_song[name] = show_metrics(audio, times_s=timeline.times_s, states=timeline.states)
+        ref = None
+        if references is not None:
+            ref = references.setdefault(name, reference_signals(audio))
+        per_song[name] = show_metrics(audio, times_s=timeline.times_s, states=timeline.states,
+                                      reference=ref)
     return {"mean": mean_metrics(per_song.values()), "songs": per_song}
 
 

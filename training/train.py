@@ -104,7 +104,7 @@ def run(args) -> dict:
     print(f"PCA-{args.bottleneck} validation MSE {mse_pca:.4f}; training on {len(x_train)} "
           f"frames, validating on {len(x_val)}")
 
-    results, candidates = {}, {}
+    results, candidates, references = {}, {}, {}
 
     def train_and_score(label, kind, x_tr, epochs, **cfg):
         res = train_autoencoder(kind, x_tr, x_val, bottleneck=args.bottleneck, epochs=epochs,
@@ -114,7 +114,7 @@ def run(args) -> dict:
         enc = NumpyEncoder(*specs_weights, n_inputs=params.n_bins)
         mapping = MappingParams.calibrate(enc(x_tr[:: max(1, len(x_tr) // 50000)]))
         make = candidate_show(enc, norm, mapping, params)
-        metrics = evaluate_audio(val_audio, make)
+        metrics = evaluate_audio(val_audio, make, references=references)
         results[label] = {"val_mse": mse, "mse_vs_pca": mse / mse_pca,
                           "epochs": len(res.history.get("loss", [])),
                           "train_seconds": round(res.seconds, 1), **metrics["mean"]}
@@ -136,7 +136,7 @@ def run(args) -> dict:
                 ("ablation: seed architecture", "seed", {})):
             train_and_score(label, kind, small, epochs, **cfg)
     results["bands (LightShowPi-style)"] = evaluate_audio(
-        val_audio, lambda: BandsShow(n_channels=args.bottleneck))["mean"]
+        val_audio, lambda: BandsShow(n_channels=args.bottleneck), references=references)["mean"]
     _print_row("bands", results["bands (LightShowPi-style)"])
 
     notes = [f"Corpus: {source}; {summary['n_songs']} songs, {summary['total_minutes']:.1f} "
