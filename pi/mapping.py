@@ -10,6 +10,10 @@ which left most channels dead and relays chattering at 86 Hz):
   with the beat instead of flickering between beats.
 * A minimum hold time per relay, which also bounds the toggle rate, protects the relays.
 * A silence gate turns everything off when the music stops or fades out.
+* For dimmers, ``ShowMapper.levels`` grades each lamp that is on by how far its activation
+  stood above the threshold when it switched on (see :func:`brightness`). A level changes
+  only when its state does, so hold, onsets and the silence gate rule it exactly as they rule
+  the relays, and a lamp that is off is at 0.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ class MappingParams:
     changes_per_onset: float = 1.5  # channels allowed to change per unit of onset excess
     idle_change_s: float = 1.5     # a wanted change waits at most this long for an onset
     gate_db: float = -14.0         # gate closes this far below the running loud level
-    silence_db: float = -65.0      # and always below this absolute level (dBFS)
+    silence_db: float = -60.0      # and always below this RMS level (dBFS; config show.silence_db)
     # A 1024-sample frame sees an onset about one hop before the sound is heard in full, so
     # changes are held back this many frames to land on the beat, not just ahead of it.
     delay_frames: float = 2.0
@@ -81,6 +85,20 @@ class ChannelOverrides:
     always_off: tuple[int, ...] = ()
 
 
+GATE_DECAY_DB_S = 40.0  # how fast the gate's peak hold falls
+GATE_HYST_DB = 3.0      # a closed gate needs this much more level to reopen
+
+
+MIN_LEVEL = 0.2  # a dimmer lamp that is on is at least this bright
+
+
+def brightness(z: np.ndarray) -> np.ndarray:
+    """A dimmer level for a channel switching on with z-score ``z`` (its distance above the
+    adaptive threshold, in spreads): logistic, so the usual z of 0.2..3 spans about 0.55..0.95.
+    """
+    return np.maximum(MIN_LEVEL, 1.0 / (1.0 + np.exp(-np.clip(z, -20.0, 20.0))))
+
+
 class ShowMapper:
     """Frame-by-frame state machine: ``step`` one frame, or ``run`` a whole song."""
 
@@ -111,20 +129,32 @@ class ShowMapper:
         self.last_change = np.full(k, -np.inf)
         self.wanted_since = np.full(k, np.inf)
         self.level_ref = params.silence_db + 20.0
+        self.level_hold = params.silence_db
+        self.gate = False
         self.flux_mean = None
         self.prev_bands = None
         self.z_slow = np.zeros(k)
         self.rate = 0.0  # recent changes per second per channel
         self._alpha_rate = self.dt / 4.0
         self._pending = deque([np.zeros(k, bool)] * int(params.delay_frames))
+        # Dimmer levels: brightness latched as each channel switches on, delayed with states.
+        self.levels = np.zeros(k)
+        self._bright = np.ones(k)
+        self._pending_bright = deque([self._bright] * int(params.delay_frames))
         self._alpha_novelty = self.dt / 0.2
 
     def _gate_open(self, power: np.ndarray) -> bool:
         level = 10.0 * np.log10(np.sum(power) + 1e-12) + self._rms_offset_db
-        # Rise fast, fall slowly: a fade-out or a quiet tail falls below the reference.
-        tau = 0.5 if level > self.level_ref else 30.0
-        self.level_ref += (level - self.level_ref) * min(1.0, self.dt / tau)
-        return level > self.params.silence_db and level > self.level_ref + self.params.gate_db
+        # A peak hold that decays at GATE_DECAY_DB_S bridges the gaps between staccato notes
+        # (a raw level would flicker the gate), yet falls fast enough after the music ends.
+        self.level_hold = max(level, self.level_hold - GATE_DECAY_DB_S * self.dt)
+        # The reference rises quickly and falls slowly: a fade-out or a quiet tail stays far
+        # below it, while a quiet song lifts it within seconds.
+        tau = 1.0 if self.level_hold > self.level_ref else 30.0
+        self.level_ref += (self.level_hold - self.level_ref) * min(1.0, self.dt / tau)
+        threshold = self.level_ref + self.params.gate_db + (0.0 if self.gate else GATE_HYST_DB)
+        self.gate = bool(self.level_hold > max(threshold, self.params.silence_db))
+        return self.gate
 
     def _onset_excess(self, power: np.ndarray) -> float:
         bands = 10.0 * np.log10(np.maximum(power @ self._mel, 1e-10))
@@ -140,7 +170,8 @@ class ShowMapper:
         return excess
 
     def _pressure(self) -> float:
-        return max(1.0, self.rate / self.params.max_toggles_per_s)
+        # Squared, so that busy music is held back firmly rather than nudged.
+        return max(1.0, self.rate / self.params.max_toggles_per_s) ** 2
 
     def step(self, activations: np.ndarray, frame_db: np.ndarray, *, t: float) -> np.ndarray:
         """One frame: activations ``[shape=(n_channels,)]``, dB frame ``[shape=(513,)]``.
@@ -171,6 +202,8 @@ class ShowMapper:
             novelty = np.abs(z - self.z_slow)
             self.z_slow += (z - self.z_slow) * self._alpha_novelty
             change = mismatch & (t - self.wanted_since >= p.idle_change_s)
+            if self._pressure() > 1.0:
+                change[:] = False
             budget = (int(np.ceil(excess * p.changes_per_onset / self._pressure()))
                       if excess > 0 else 0)
             if budget > 0:
@@ -184,10 +217,20 @@ class ShowMapper:
             self.state = np.where(change, ~self.state, self.state)
             self.last_change = np.where(change, t, self.last_change)
             self.wanted_since = np.where(change, np.inf, self.wanted_since)
+        if gate and change.any():
+            self._bright = np.where(change & self.state, brightness(z), self._bright)
         n_changed = int(change.sum())
         self.rate += (n_changed / (len(change) * self.dt) - self.rate) * self._alpha_rate
         self._pending.append(self.state)
-        return self._apply_overrides(self._pending.popleft())
+        self._pending_bright.append(self._bright)
+        state, bright = self._pending.popleft(), self._pending_bright.popleft()
+        out = self._apply_overrides(state)
+        # Off is dark; on is the latched brightness, or full for a channel that is on only
+        # through an override (invert, always_on).
+        self.levels = np.where(out, np.where(state, bright, 1.0), 0.0)
+        if self.overrides.always_on:
+            self.levels[list(self.overrides.always_on)] = 1.0
+        return out
 
     def _apply_overrides(self, state: np.ndarray) -> np.ndarray:
         out = state.copy()
@@ -201,9 +244,12 @@ class ShowMapper:
         return out
 
     def run(self, activations: np.ndarray, frames_db: np.ndarray, *,
-            times_s: np.ndarray) -> np.ndarray:
-        """A whole song through :meth:`step`: ``[shape=(n_frames, n_channels)]`` bool."""
+            times_s: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+        """A whole song through :meth:`step`: ``[shape=(n_frames, n_channels)]`` bool.
+        ``levels``, if given (same shape, float), receives each frame's dimmer levels."""
         out = np.zeros(activations.shape, bool)
         for i in range(len(activations)):
             out[i] = self.step(activations[i], frames_db[i], t=float(times_s[i]))
+            if levels is not None:
+                levels[i] = self.levels
         return out
