@@ -67,9 +67,11 @@ def frame_costs(model_dirs: list[Path]) -> dict[str, float]:
             costs["mapping"] = per_call_us(step)
     states = np.zeros(8, bool)
     mock = MockOutput(8)
+    mock.open()
     costs["output (mock)"] = per_call_us(lambda: mock.set(states, t=0.0), repeat=500)
     with open(os.devnull, "w") as null:
         term = TerminalOutput(8, stream=null)
+        term.open()
         costs["output (terminal)"] = per_call_us(lambda: term.set(states, t=0.0), repeat=500)
     return costs
 
@@ -104,7 +106,7 @@ def daemon_figures(model: Path, song: Path) -> dict[str, float]:
         events = [json.loads(line) for line in record.read_text().splitlines()]
         first = next((e for e in events if e.get("event") == "set"), None)
         if first is not None:
-            figures["run: first frame s after start"] = first["monotonic"] - started
+            figures["run: first frame s after start"] = first["mono"] - started
         render = [sys.executable, "-m", "pi", "render", str(song), "--csv",
                   str(Path(tmp) / "show.csv"), "--model", str(model)]
         t0 = time.perf_counter()
@@ -113,14 +115,32 @@ def daemon_figures(model: Path, song: Path) -> dict[str, float]:
     return figures
 
 
+# Runs the CLI in a fresh interpreter and reports VmHWM, the peak RSS of that process image
+# alone: rusage's ru_maxrss would also count the forked copy of this (TensorFlow-sized) bench.
+_HWM_WRAPPER = """
+import runpy, sys
+out = sys.argv.pop(1)
+try:
+    runpy.run_module("pi", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+finally:
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+    open(out, "w").write(hwm)
+sys.exit(code)
+"""
+
+
 def _peak_rss_kb(cmd: list[str]) -> float:
-    # GNU time isn't always installed; wait4's rusage gives the child's own peak.
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
-    return float(usage.ru_maxrss)
+    with tempfile.NamedTemporaryFile(suffix=".hwm") as hwm:
+        wrapped = [sys.executable, "-c", _HWM_WRAPPER, hwm.name] + cmd[3:]
+        out = subprocess.run(wrapped, cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
+        return float(Path(hwm.name).read_text())
 
 
 def main(argv=None) -> int:
