@@ -8,6 +8,7 @@ streaming path causal and identical to the batch path.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -47,10 +48,14 @@ class FeatureParams:
 DEFAULT_PARAMS = FeatureParams()
 
 
+@lru_cache(maxsize=4)
 def hann_window(n_fft: int) -> np.ndarray:
     # Periodic Hann, as librosa and scipy's fftbins=True use, so frames overlap-add evenly.
+    # Cached (and read-only) because the streaming path asks for it once per hop.
     n = np.arange(n_fft)
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)).astype(np.float64)
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)).astype(np.float64)
+    window.flags.writeable = False
+    return window
 
 
 def to_mono(samples: np.ndarray, *, name: str = "audio") -> np.ndarray:
