@@ -78,9 +78,10 @@ def plot_coefficients(path: Path, *, coef: np.ndarray, sample_rate: int, n_fft: 
     plt.close(fig)
 
 
-def plot_losses(path: Path, *, histories: dict[str, dict]) -> None:
+def plot_losses(path: Path, *, histories: dict[str, dict], pca_mse: float) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 5))
+    ax.axhline(pca_mse, color="black", ls=":", label=f"PCA-8 validation ({pca_mse:.3f})")
     for i, (label, hist) in enumerate(histories.items()):
         color = f"C{i}"
         ax.plot(np.arange(1, len(hist["loss"]) + 1), hist["loss"], color=color,
@@ -88,7 +89,7 @@ def plot_losses(path: Path, *, histories: dict[str, dict]) -> None:
         ax.plot(np.arange(1, len(hist["val_loss"]) + 1), hist["val_loss"], color=color,
                 ls="--", label=f"{label} validation")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (standardised dB)")
+    ax.set_ylabel("MSE (standardised dB; training loss is on MixUp frames)")
     ax.set_yscale("log")
     ax.set_title("Autoencoder loss curves")
     ax.legend()
@@ -109,7 +110,7 @@ def _table(results: dict[str, dict]) -> str:
     return (f"<table><tr><th>metric</th><th>goal</th>{head}</tr>{''.join(rows)}</table>")
 
 
-def write_report(out_dir: Path, *, title: str, results: dict[str, dict], histories,
+def write_report(out_dir: Path, *, title: str, results: dict[str, dict], histories, pca_mse,
                  activation_song: dict, end_song: dict, coef: np.ndarray, notes: list[str],
                  sample_rate: int, n_fft: int) -> Path:
     """Write the PNGs and ``index.html`` into ``out_dir``; returns the index path."""
@@ -118,7 +119,7 @@ def write_report(out_dir: Path, *, title: str, results: dict[str, dict], histori
     plot_end_detector(out_dir / "end_detector.png", **end_song)
     plot_coefficients(out_dir / "coefficients.png", coef=coef, sample_rate=sample_rate,
                       n_fft=n_fft)
-    plot_losses(out_dir / "losses.png", histories=histories)
+    plot_losses(out_dir / "losses.png", histories=histories, pca_mse=pca_mse)
     figures = [("activations.png", "Activations and relay states over a validation song"),
                ("end_detector.png", "End detector probability"),
                ("coefficients.png", "End detector coefficients"),

@@ -179,7 +179,7 @@ def run(args) -> dict:
             if label == "dense":
                 report(tmp / "report", args=args, results=results, candidates=candidates,
                        detector=detector, val=val, val_audio=val_audio, notes=notes,
-                       annotations=annotations)
+                       annotations=annotations, mse_pca=mse_pca)
 
         dest = Path(args.models_dir) / (args.name + suffix)
         write_bundle(dest, manifest=manifest, arrays=arrays, extra=extra)
@@ -202,7 +202,7 @@ def candidate_show(encoder, norm, mapping: MappingParams, params):
 
 
 def report(out_dir: Path, *, args, results, candidates, detector, val, val_audio, notes,
-           annotations) -> None:
+           annotations, mse_pca) -> None:
     """Figures and tables for the human reading the training run (training/report.py)."""
     from training.report import write_report
 
@@ -212,7 +212,7 @@ def report(out_dir: Path, *, args, results, candidates, detector, val, val_audio
     ann = end_detector.load_annotations(annotations) if annotations else None
     histories = {label: candidates[label][0].history for label in ("dense", "conv")}
     write_report(out_dir, title=f"Training report: {args.name}",
-                 results=results, histories=histories,
+                 results=results, histories=histories, pca_mse=mse_pca,
                  activation_song={"song": name, "times_s": timeline.times_s,
                                   "activations": timeline.activations,
                                   "states": timeline.states},
