@@ -57,6 +57,8 @@ def run_config(args: argparse.Namespace) -> Config:
         d["model"]["path"] = args.model
     if getattr(args, "mapper", None):
         d["model"]["mapper"] = args.mapper
+    if getattr(args, "universe", None) is not None:
+        d["sacn_source"]["universe"] = args.universe
     if args.output:
         d["outputs"]["enabled"] = list(dict.fromkeys(args.output))
     if getattr(args, "record", None):
@@ -178,6 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", parents=[common], help="the light show")
     config_opt(r)
     r.add_argument("--source", choices=SOURCES, help="overrides audio.source")
+    r.add_argument("--universe", type=int, help="sACN universe to follow with --source sacn "
+                   "(overrides sacn_source.universe)")
     r.add_argument("--device", help="sound device: number or part of its name")
     output_opt(r)
     r.add_argument("--model", help="model bundle folder (overrides model.path)")

@@ -7,22 +7,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SOURCES = ("line-in", "playlist", "file")
+# The checkers are package-private helpers; ConfigError, check_bcm_pins and the limits are
+# public and imported from here by the rest of pi/.
+from pi.config_values import (BCM_PINS, DMX_SLOTS, MAX_CHANNELS, ConfigError,  # noqa: F401
+                              _addresses, _bool, _channels, _choice, _device, _fail, _int,
+                              _ipv4, _list, _latency, _no_duplicates, _num, _pwm, _source_name,
+                              _str, _strings, check_bcm_pins)
+
+SOURCES = ("line-in", "playlist", "file", "sacn")
 MAPPERS = ("model", "bands")
-OUTPUT_NAMES = ("rpigpio", "terminal", "mock")
+OUTPUT_NAMES = ("rpigpio", "sacn", "terminal", "mock")
 MIN_HOLD_MS = 50  # below this, mechanical relays chatter and wear out; SSRs don't care
-MAX_CHANNELS = 16
-BCM_PINS = range(0, 28)  # the 40-pin header's GPIO 0..27 on every Pi since the B+
-
-
-class ConfigError(Exception):
-    """A config that cannot be used; the message names the key and what was expected."""
+E131_PORT = 5568
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,21 @@ class ShowConfig:
 class RPiGPIOConfig:
     pins: tuple[int, ...] = (17, 18, 27, 22, 23, 24, 25, 4)
     active_low: bool = True
+    channels: tuple[int, ...] = ()
+    pwm_hz: int = 0
+
+
+@dataclass(frozen=True)
+class SACNOutputConfig:
+    universe: int = 1
+    start_address: int = 1
+    channels: tuple[int, ...] = ()
+    destination: str = "multicast"
+    port: int = E131_PORT
+    priority: int = 100
+    source_name: str = "lightshow"
+    fps: int = 40
+    dimmer: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,18 @@ class MockConfig:
 class OutputsConfig:
     enabled: tuple[str, ...] = ("rpigpio",)
     rpigpio: RPiGPIOConfig = field(default_factory=RPiGPIOConfig)
+    sacn: SACNOutputConfig = field(default_factory=SACNOutputConfig)
     mock: MockConfig = field(default_factory=MockConfig)
+
+
+@dataclass(frozen=True)
+class SACNSourceConfig:
+    universe: int = 1
+    addresses: tuple[int, ...] = ()
+    timeout_s: float = 2.5
+    port: int = E131_PORT
+    interface: str = ""
+    multicast: bool = True
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     show: ShowConfig = field(default_factory=ShowConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    sacn_source: SACNSourceConfig = field(default_factory=SACNSourceConfig)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
@@ -89,29 +117,6 @@ class Config:
 
 
 # --- generic section walking ---------------------------------------------------------------
-
-def _toml(value: Any) -> str:
-    """A value as it would be written in the file, so errors quote what the user typed."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(map(_toml, value)) + "]"
-    return repr(value)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a table"
-    kind = {bool: "boolean", int: "integer", float: "number", str: "string",
-            list: "list"}.get(type(value), type(value).__name__)
-    return f"{kind} {_toml(value)}"
-
-
-def _fail(key: str, expected: str, value: Any) -> ConfigError:
-    return ConfigError(f"{key}: expected {expected}, found {_describe(value)}")
-
 
 def _build(cls: type, d: Any, prefix: str) -> Any:
     name = prefix.rstrip(".") or "the config"
@@ -136,96 +141,6 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
         else:
             values[fname] = _CHECKS[key](key, d[fname])
     return cls(**values)
-
-
-def _int(key: str, v: Any, lo: int, hi: int, what: str = "") -> int:
-    # bool is an int subclass in Python; `channels = true` is a mistake, not 1.
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise _fail(key, f"an integer from {lo} to {hi}{what}", v)
-    return v
-
-
-def _num(key: str, v: Any, lo: float, hi: float, what: str = "") -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise _fail(key, f"a number from {lo:g} to {hi:g}{what}", v)
-    return float(v)
-
-
-def _bool(key: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _fail(key, "true or false", v)
-    return v
-
-
-def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(v, str) or v not in choices:
-        raise _fail(key, "one of " + ", ".join(f'"{c}"' for c in choices), v)
-    return v
-
-
-def _list(key: str, v: Any) -> list:
-    if not isinstance(v, list):
-        raise _fail(key, "a list [...]", v)
-    return v
-
-
-def _channels(key: str, v: Any) -> tuple[int, ...]:
-    out = tuple(_int(f"{key}[{i}]", x, 1, MAX_CHANNELS, " (a 1-based channel number)")
-                for i, x in enumerate(_list(key, v)))
-    _no_duplicates(key, out)
-    return out
-
-
-def _no_duplicates(key: str, items: tuple) -> None:
-    seen = set()
-    for x in items:
-        if x in seen:
-            raise ConfigError(f"{key}: expected each entry once, found {x!r} twice")
-        seen.add(x)
-
-
-def check_bcm_pins(pins: Any, key: str = "pins") -> tuple[int, ...]:
-    """BCM numbers 0..27 without duplicates; shared with pi.outputs so both say the same."""
-    out = []
-    for i, pin in enumerate(_list(key, pins)):
-        if isinstance(pin, bool) or not isinstance(pin, int) or pin not in BCM_PINS:
-            raise ConfigError(f"{key}[{i}]: expected a BCM GPIO number from 0 to 27, "
-                              f"found {_describe(pin)}")
-        if pin in out:
-            raise ConfigError(f"{key}[{i}]: GPIO {pin} is listed twice; expected each pin "
-                              f"once (channel {out.index(pin) + 1} already uses it)")
-        out.append(pin)
-    if not out:
-        raise ConfigError(f"{key}: expected at least one BCM pin, found an empty list")
-    return tuple(out)
-
-
-def _str(key: str, v: Any, expected: str) -> str:
-    if not isinstance(v, str):
-        raise _fail(key, expected, v)
-    return v
-
-
-def _device(key: str, v: Any) -> str | int:
-    if isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-        return v
-    raise _fail(key, 'a device name (substring), an index >= 0, or "" for the default', v)
-
-
-def _strings(key: str, v: Any) -> tuple[str, ...]:
-    out = tuple(_list(key, v))
-    for i, x in enumerate(out):
-        if not isinstance(x, str) or not x:
-            raise _fail(f"{key}[{i}]", "a non-empty path string", x)
-    return out
-
-
-def _latency(key: str, v: Any) -> float | str:
-    if v == "auto":
-        return v
-    if isinstance(v, str):
-        raise _fail(key, '"auto" or a number of milliseconds', v)
-    return _num(key, v, -1000, 1000, ' (milliseconds) or "auto"')
 
 
 def _enabled(key: str, v: Any) -> tuple[str, ...]:
@@ -256,7 +171,25 @@ _CHECKS = {
     "outputs.enabled": _enabled,
     "outputs.rpigpio.pins": lambda k, v: check_bcm_pins(v, k),
     "outputs.rpigpio.active_low": _bool,
+    "outputs.rpigpio.channels": _channels,
+    "outputs.rpigpio.pwm_hz": _pwm,
+    "outputs.sacn.universe": lambda k, v: _int(k, v, 1, 63999),
+    "outputs.sacn.start_address": lambda k, v: _int(k, v, 1, DMX_SLOTS, " (a DMX address)"),
+    "outputs.sacn.channels": _channels,
+    "outputs.sacn.destination": lambda k, v: _ipv4(k, v, keyword="multicast"),
+    "outputs.sacn.port": lambda k, v: _int(k, v, 1, 65535),
+    "outputs.sacn.priority": lambda k, v: _int(k, v, 0, 200),
+    "outputs.sacn.source_name": _source_name,
+    "outputs.sacn.fps": lambda k, v: _int(k, v, 1, 44, " (DMX512 refreshes at most 44 times "
+                                          "a second)"),
+    "outputs.sacn.dimmer": _bool,
     "outputs.mock.record": lambda k, v: _str(k, v, 'a JSONL file path, or "" for memory only'),
+    "sacn_source.universe": lambda k, v: _int(k, v, 1, 63999),
+    "sacn_source.addresses": _addresses,
+    "sacn_source.timeout_s": lambda k, v: _num(k, v, 1, 10, " seconds (E1.31 says 2.5)"),
+    "sacn_source.port": lambda k, v: _int(k, v, 1, 65535),
+    "sacn_source.interface": lambda k, v: _ipv4(k, v, keyword=""),
+    "sacn_source.multicast": _bool,
 }
 
 
@@ -272,9 +205,27 @@ def _check_cross(cfg: Config) -> None:
     if both:
         raise ConfigError(f"show.always_on and show.always_off: channel {both[0]} is in both; "
                           f"expected each channel in at most one of them")
-    if "rpigpio" in cfg.outputs.enabled and len(cfg.outputs.rpigpio.pins) != n:
-        raise ConfigError(f"outputs.rpigpio.pins: expected one pin per channel "
-                          f"(show.channels = {n}), found {len(cfg.outputs.rpigpio.pins)} pins")
+    for name in ("rpigpio", "sacn"):
+        for ch in getattr(cfg.outputs, name).channels:
+            if ch > n:
+                raise ConfigError(f"outputs.{name}.channels: channel {ch} does not exist; "
+                                  f"expected channel numbers from 1 to show.channels = {n}")
+    g = cfg.outputs.rpigpio
+    if "rpigpio" in cfg.outputs.enabled and len(g.pins) != len(g.channels or range(n)):
+        what = (f"outputs.rpigpio.channels lists {len(g.channels)}" if g.channels else
+                f"show.channels = {n}")
+        raise ConfigError(f"outputs.rpigpio.pins: expected one pin per channel ({what}), "
+                          f"found {len(g.pins)} pins")
+    o = cfg.outputs.sacn
+    last = o.start_address + len(o.channels or range(n)) - 1
+    if "sacn" in cfg.outputs.enabled and last > DMX_SLOTS:
+        raise ConfigError(f"outputs.sacn.start_address: channels from address "
+                          f"{o.start_address} would end at {last}; expected them to end by "
+                          f"DMX address {DMX_SLOTS}")
+    r = cfg.sacn_source
+    if r.addresses and len(r.addresses) != n:
+        raise ConfigError(f"sacn_source.addresses: expected one DMX address per channel "
+                          f"(show.channels = {n}), found {len(r.addresses)}")
     if cfg.audio.source in ("playlist", "file") and not cfg.audio.playlist:
         raise ConfigError(f'audio.playlist: expected at least one file or folder for '
                           f'audio.source = "{cfg.audio.source}", found an empty list')
@@ -311,6 +262,13 @@ def check_config(path: str | Path | None) -> str:
     lines = [f"{path if path is not None else '(built-in defaults)'}: OK"]
     if a.source == "line-in":
         lines.append(f"  audio:   line-in from device {device}, {a.block_ms} ms blocks")
+    elif a.source == "sacn":
+        r = cfg.sacn_source
+        where = r.interface or "every interface"
+        lines.append(f"  source:  sACN universe {r.universe} on {where}, port {r.port}"
+                     f"{', multicast joined' if r.multicast else ''}; addresses "
+                     + " ".join(f"ch{i + 1}={d}" for i, d in enumerate(sacn_addresses(cfg)))
+                     + f"; lamps off after {r.timeout_s:g} s without data")
     else:
         lines.append(f"  audio:   {a.source} of {len(a.playlist)} entr"
                      f"{'y' if len(a.playlist) == 1 else 'ies'}, shuffle {on_off[a.shuffle]}, "
@@ -324,17 +282,35 @@ def check_config(path: str | Path | None) -> str:
             lines.append(f"           {name}: channels {', '.join(map(str, getattr(s, name)))}")
     for name in o.enabled:
         if name == "rpigpio":
-            level = "active-low" if o.rpigpio.active_low else "active-high"
-            lines.append(f"  output:  rpigpio, {level}, BCM pins "
-                         + " ".join(f"ch{i + 1}=GPIO{p}" for i, p in enumerate(o.rpigpio.pins)))
+            g = o.rpigpio
+            level = "active-low" if g.active_low else "active-high"
+            pwm = f", software PWM at {g.pwm_hz} Hz" if g.pwm_hz else ""
+            lines.append(f"  output:  rpigpio, {level}{pwm}, BCM pins "
+                         + " ".join(f"ch{c}=GPIO{p}" for c, p in
+                                    zip(g.channels or range(1, s.channels + 1), g.pins)))
+        elif name == "sacn":
+            d = o.sacn
+            chans = d.channels or tuple(range(1, s.channels + 1))
+            to = "multicast" if d.destination == "multicast" else f"unicast to {d.destination}"
+            lines.append(f"  output:  sacn universe {d.universe} {to}, port {d.port}, "
+                         f"priority {d.priority}, {d.fps} fps, "
+                         f"{'dimmer levels' if d.dimmer else 'on/off as 0/255'}, as "
+                         f"{d.source_name!r}; addresses "
+                         + " ".join(f"ch{c}={d.start_address + i}" for i, c in
+                                    enumerate(chans)))
         elif name == "mock":
             lines.append(f"  output:  mock, recording to {o.mock.record or 'memory'}")
         else:
             lines.append(f"  output:  {name}")
-    if a.source != "line-in":
+    if a.source in ("playlist", "file"):
         for entry in a.playlist:
             if not Path(entry).exists():
                 lines.append(f"warning: audio.playlist: {entry} does not exist (yet)")
     if cfg.model.path and not Path(cfg.model.path).exists():
         lines.append(f"warning: model.path: {cfg.model.path} does not exist")
     return "\n".join(lines)
+
+
+def sacn_addresses(cfg: Config) -> tuple[int, ...]:
+    """The DMX address each channel follows with the sacn source (1, 2, ... by default)."""
+    return cfg.sacn_source.addresses or tuple(range(1, cfg.show.channels + 1))

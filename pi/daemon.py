@@ -6,6 +6,9 @@ says it is due (at once for live audio, at the DAC time for played songs). Lamps
 before the audio starts, whenever the audio device is missing (it is retried with backoff),
 and at exit, however the exit comes (SIGTERM raises SystemExit here, Ctrl-C
 KeyboardInterrupt; both unwind through ``finally``).
+
+The sacn source is the one source without audio: it gives channel levels that another
+sender's show already decided, so its loop (:meth:`Daemon._follow`) has no show of its own.
 """
 from __future__ import annotations
 
@@ -18,11 +21,12 @@ from collections import deque
 import numpy as np
 
 from pi import systemd
-from pi.config import Config
+from pi.config import Config, sacn_addresses
 from pi.features import StreamingFeatures
 from pi.mapping import ChannelOverrides
 from pi.outputs import Output, make_outputs
 from pi.playlist import Playlist
+from pi.sacn_source import LOST, ON_LEVEL, SACNSource
 from pi.show import Show, make_show
 from pi.sources import END, Backoff, DeviceError, FileSource, PlaylistError, Source
 
@@ -33,20 +37,28 @@ STATS_S = 60.0     # how often over/underflow counts are logged, when they grew
 END_GRACE_S = 2.0  # after the music ends, states still without a due time are dropped
 
 
+def _overrides(s) -> ChannelOverrides:
+    # The config numbers channels from 1, like the labels on relay boards; the mapper from 0.
+    return ChannelOverrides(invert=tuple(c - 1 for c in s.invert),
+                            always_on=tuple(c - 1 for c in s.always_on),
+                            always_off=tuple(c - 1 for c in s.always_off))
+
+
 def show_from_config(config: Config) -> Show:
     s = config.show
-    # The config numbers channels from 1, like the labels on relay boards; the mapper from 0.
-    overrides = ChannelOverrides(invert=tuple(c - 1 for c in s.invert),
-                                 always_on=tuple(c - 1 for c in s.always_on),
-                                 always_off=tuple(c - 1 for c in s.always_off))
     return make_show(model=config.model.path or None, mapper=config.model.mapper,
-                     n_channels=s.channels, overrides=overrides, hold_s=s.hold_ms / 1000,
+                     n_channels=s.channels, overrides=_overrides(s), hold_s=s.hold_ms / 1000,
                      silence_db=s.silence_db)
 
 
 def make_source(config: Config, *, rate: int, realtime: bool = False,
                 stop: threading.Event | None = None) -> Source:
     a = config.audio
+    if a.source == "sacn":
+        r, s = config.sacn_source, config.show
+        return SACNSource(universe=r.universe, addresses=sacn_addresses(config), port=r.port,
+                          interface=r.interface, multicast=r.multicast, timeout_s=r.timeout_s,
+                          hold_s=s.hold_ms / 1000, overrides=_overrides(s))
     offset_s = 0.0 if config.show.latency_ms == "auto" else config.show.latency_ms / 1000
     if a.source == "line-in":
         from pi.linein import LineInSource
@@ -103,10 +115,12 @@ class _Heartbeat:
         grew = {k: v - self._counts.get(k, 0) for k, v in counts.items()
                 if v != self._counts.get(k, 0)}
         self._counts = dict(counts)
+        label = source.counters_label
         if final and any(counts.values()):
-            log.warning("audio in total: %s", ", ".join(f"{v} {k}" for k, v in counts.items()))
+            log.warning("%s in total: %s", label,
+                        ", ".join(f"{v} {k}" for k, v in counts.items()))
         elif grew and not final:
-            log.warning("audio in the last %.0f s: %s", self._stats_s,
+            log.warning("%s in the last %.0f s: %s", label, self._stats_s,
                         ", ".join(f"{v} {k}" for k, v in grew.items()))
 
 
@@ -118,10 +132,11 @@ class Daemon:
         self.config = config
         self.stop = stop or threading.Event()
         self.retry = retry or Backoff(1.0, 30.0)
-        self.show = show_from_config(config)
+        # The sacn source brings decided levels, not audio: no show (and no model) to load.
+        self.show = None if config.audio.source == "sacn" else show_from_config(config)
         self.outputs: Output = make_outputs(config.outputs.enabled, config)
-        self.source = make_source(config, rate=self.show.feature_params.sample_rate,
-                                  realtime=realtime, stop=self.stop)
+        self.source = make_source(config, rate=self.show.feature_params.sample_rate
+                                  if self.show else 0, realtime=realtime, stop=self.stop)
         self.frames = 0
         self._t_next = 0.0  # show time where a reopened source carries on
         self._ready = False
@@ -132,9 +147,9 @@ class Daemon:
         previous = signal.getsignal(signal.SIGTERM) if main else None
         if main:
             systemd.install_sigterm_handler()
-        log.info("show %s, %d channels; outputs %s; source %s", self.show.name,
-                 self.show.n_channels, ", ".join(self.config.outputs.enabled),
-                 self.source.name)
+        log.info("show %s, %d channels; outputs %s; source %s",
+                 self.show.name if self.show else "from sACN", self.config.show.channels,
+                 ", ".join(self.config.outputs.enabled), self.source.name)
         try:
             self.outputs.open()
             return self._loop()
@@ -167,7 +182,7 @@ class Daemon:
                 continue
             self._ready_once()
             try:
-                if self._pump():
+                if self._follow() if self.show is None else self._pump():
                     return 0
             except DeviceError as exc:
                 self.outputs.all_off()
@@ -177,8 +192,9 @@ class Daemon:
 
     def _wait_for_device(self, exc: DeviceError) -> None:
         delay = self.retry.next()
-        log.warning("audio device unavailable: %s; lamps off, retrying in %.0f s", exc, delay)
-        self._heart.status(f"lamps off, waiting for the audio device: {exc}")
+        what = self.source.device_label
+        log.warning("%s unavailable: %s; lamps off, retrying in %.0f s", what, exc, delay)
+        self._heart.status(f"lamps off, waiting for the {what}: {exc}")
         until = time.monotonic() + delay
         while not self.stop.is_set() and (left := until - time.monotonic()) > 0:
             self._heart.beat()
@@ -204,8 +220,8 @@ class Daemon:
                 if due > now:
                     wait = min(wait, due - now)
                     break
-                _, t, states = pending.popleft()
-                self.outputs.set(states, t=t)
+                _, t, states, levels = pending.popleft()
+                self.outputs.set(states, t=t, levels=levels)
             if ended_at is not None:
                 if not pending:
                     return True
@@ -227,12 +243,26 @@ class Daemon:
                 # Frame i ends at sample i * hop + n_fft: pi.features.frame_times, in samples.
                 ends = np.arange(first, first + len(frames)) * params.hop + params.n_fft
                 times = t_base + ends / params.sample_rate
-                states, _ = self.show.process(frames, times)
-                pending.extend(zip(ends.tolist(), times.tolist(), states))
+                states, levels = self.show.process_levels(frames, times)
+                pending.extend(zip(ends.tolist(), times.tolist(), states, levels))
                 self.frames += len(frames)
                 # After a lost device the show time jumps on by a second: it never runs
                 # backwards, so hold times stay honest across the gap.
                 self._t_next = float(times[-1]) + 1.0
+        return False
+
+    def _follow(self) -> bool:
+        """Levels from the network to lamps until a stop is requested (always False)."""
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            self._heart.beat(self.source)
+            levels = self.source.read(MAX_WAIT_S)
+            if levels is LOST:
+                self.outputs.all_off()
+            elif levels is not None:
+                self.outputs.set(levels >= ON_LEVEL, t=time.monotonic() - t0, levels=levels)
+                self.frames += 1
+                self.retry.reset()
         return False
 
 

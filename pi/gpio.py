@@ -2,6 +2,9 @@
 
 RPi.GPIO is imported when the output opens, never at import time: render, the tests and every
 other output must work on machines without it.
+
+With ``pwm_hz`` the pins run RPi.GPIO's software PWM, so dimmer levels become brightness on
+DC solid-state relays or MOSFET boards (never on mechanical relays, which it would destroy).
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ class RPiGPIOOutput(Output):
 
     name = "rpigpio"
 
-    def __init__(self, pins: Sequence[int], *, active_low: bool,
+    def __init__(self, pins: Sequence[int], *, active_low: bool, pwm_hz: int = 0,
                  model_path: str | Path = MODEL_PATH):
         try:
             self.pins = check_bcm_pins(list(pins), "rpigpio pins")
@@ -56,6 +59,8 @@ class RPiGPIOOutput(Output):
             raise OutputError(str(exc)) from None
         super().__init__(len(self.pins))
         self.active_low = bool(active_low)
+        self.pwm_hz = pwm_hz
+        self._pwms: list = []
         self.model_path = Path(model_path)
         self.gpio: types.ModuleType | None = None
         self._levels: list[int] | None = None
@@ -110,8 +115,31 @@ class RPiGPIOOutput(Output):
                     f"and the pin not used by another program or overlay") from None
             self._set_up.append(pin)
         self._levels = [self._off] * len(self.pins)
+        if self.pwm_hz:
+            try:
+                self._pwms = [gpio.PWM(pin, self.pwm_hz) for pin in self.pins]
+                for pwm in self._pwms:
+                    pwm.start(self._duty(0.0))
+            except Exception as exc:
+                self._cleanup()
+                raise OutputError(f"rpigpio: software PWM at {self.pwm_hz} Hz could not start "
+                                  f"({exc}); expected RPi.GPIO's PWM on every pin") from None
+
+    def _duty(self, level: float) -> float:
+        """Duty cycle in percent of the time the pin is high."""
+        return 100.0 * (1.0 - level if self.active_low else level)
+
+    def _apply(self, states, levels, t) -> None:
+        if not self._pwms:
+            return self._write(states, t)
+        if levels is None:  # on/off only (all_off, the wiring test): full or nothing
+            levels = tuple(1.0 if on else 0.0 for on in states)
+        for pwm, level in zip(self._pwms, levels):
+            pwm.ChangeDutyCycle(self._duty(level))
 
     def _write(self, states: tuple[bool, ...], t: float | None) -> None:
+        if self._pwms:
+            return self._apply(states, None, t)
         assert self.gpio is not None and self._levels is not None
         force = t is None  # all_off() writes every pin, whatever we believe they are
         for i, (pin, on) in enumerate(zip(self.pins, states)):
@@ -126,6 +154,9 @@ class RPiGPIOOutput(Output):
     def _cleanup(self) -> None:
         # cleanup() turns the pins back into inputs; a floating input drives neither kind of
         # relay board, and other programs can use the pins after us.
+        pwms, self._pwms = self._pwms, []
+        for pwm in pwms:
+            pwm.stop()
         if self.gpio is not None and self._set_up:
             pins, self._set_up = self._set_up, []
             self.gpio.cleanup(pins)

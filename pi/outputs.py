@@ -1,16 +1,19 @@
 """Where channel states go: relays on GPIO, lamps in a terminal, or a recording for tests.
 
-The GPIO relays live in pi/gpio.py; this module keeps the interface and the safety rules.
+The GPIO relays live in pi/gpio.py, the terminal lamps in pi/terminal.py, sACN in
+pi/sacn_output.py; this module keeps the interface and the safety rules.
 
 Relays are hardware, so every output is all-off right after open(), all-off before close(),
 and an atexit net closes whatever the caller forgot (as gpiozero does). Minimum hold times are
 the mapper's job; an output applies exactly the states it is given.
+
+Dimmable outputs (sACN dimmers, PWM) may also be given levels in [0, 1] next to the states;
+relays look at the states only, so one call drives both kinds alike.
 """
 from __future__ import annotations
 
 import atexit
 import json
-import os
 import sys
 import threading
 import time
@@ -56,14 +59,17 @@ class Output:
             _register(self)
             self.all_off()
 
-    def set(self, states: Sequence[bool] | np.ndarray, *, t: float) -> None:
-        """Apply channel states (True = lamp on); `t` is the show time, for records."""
+    def set(self, states: Sequence[bool] | np.ndarray, *, t: float,
+            levels: Sequence[float] | np.ndarray | None = None) -> None:
+        """Apply channel states (True = lamp on); `t` is the show time, for records.
+        `levels` (optional, 0..1 per channel) is the brightness for dimmable outputs."""
         coerced = self._coerce(states)
+        lv = None if levels is None else self._coerce_levels(levels)
         with self._lock:
             if not self.opened or self.closed:
                 raise OutputError(f"{self.name}: set() needs an open output, found it "
                                   f"{'closed' if self.closed else 'not opened'}")
-            self._write(coerced, float(t))
+            self._apply(coerced, lv, float(t))
 
     def all_off(self) -> None:
         """Every channel off now (recorded with show time None)."""
@@ -104,7 +110,20 @@ class Output:
                                   f"{a[~np.isin(a, (0, 1))][0].item()!r}")
         return tuple(bool(x) for x in a)
 
+    def _coerce_levels(self, levels: Sequence[float] | np.ndarray) -> tuple[float, ...]:
+        a = np.asarray(levels, dtype=float)
+        if a.shape != (self.n_channels,) or not ((a >= 0) & (a <= 1)).all():
+            bad = a[~((a >= 0) & (a <= 1))] if a.shape == (self.n_channels,) else a.shape
+            raise OutputError(f"{self.name}: expected {self.n_channels} levels from 0 to 1, "
+                              f"found {bad!r}")
+        return tuple(a.tolist())
+
     def _open(self) -> None: ...
+
+    def _apply(self, states: tuple[bool, ...], levels: tuple[float, ...] | None,
+               t: float) -> None:
+        """Dimmable outputs override this; the others only ever see the states."""
+        self._write(states, t)
 
     def _write(self, states: tuple[bool, ...], t: float | None) -> None:
         raise NotImplementedError
@@ -158,6 +177,9 @@ class MultiOutput(Output):
     def _write(self, states: tuple[bool, ...], t: float | None) -> None:
         self._each(lambda o: o._write(states, t) if o.opened and not o.closed else None)
 
+    def _apply(self, states, levels, t) -> None:
+        self._each(lambda o: o._apply(states, levels, t) if o.opened and not o.closed else None)
+
     def _each(self, fn: Callable[[Output], object]) -> None:
         """Run fn on every output; one failing must not spare the rest (their lamps would
         stay in whatever state they were). The first error is re-raised, others noted."""
@@ -191,10 +213,16 @@ class MockOutput(Output):
             self._dump({"event": "open", "mono": time.monotonic(), "t": None, "states": None})
 
     def _write(self, states: tuple[bool, ...], t: float | None) -> None:
+        self._apply(states, None, t)
+
+    def _apply(self, states, levels, t) -> None:
         mono = time.monotonic()
         self.records.append((mono, t, states))
-        self._dump({"event": "set" if t is not None else "all_off", "mono": mono, "t": t,
-                    "states": list(states)})
+        line = {"event": "set" if t is not None else "all_off", "mono": mono, "t": t,
+                "states": list(states)}
+        if levels is not None:
+            line["levels"] = [round(x, 4) for x in levels]
+        self._dump(line)
 
     def _release(self) -> None:
         self._dump({"event": "close", "mono": time.monotonic(), "t": None, "states": None})
@@ -212,93 +240,68 @@ class MockOutput(Output):
         return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
 
 
-class TerminalOutput(Output):
-    """Lamps on one line, redrawn in place on a TTY; a plain line per change otherwise.
-    Draws only on change and at most `max_fps` times a second (a terminal over ssh cannot
-    keep up with 50 blocks a second); the last state is always drawn on close."""
+class ChannelSubset(Output):
+    """Some of the show's channels on an output of their own, e.g. channels 9..16 on a second
+    board. `channels` are 0-based, in the inner output's channel order."""
 
-    name = "terminal"
-
-    def __init__(self, n_channels: int, stream: IO[str] | None = None, *,
-                 max_fps: float = 30.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, inner: Output, channels: Sequence[int], n_channels: int):
         super().__init__(n_channels)
-        self.stream = stream if stream is not None else sys.stdout
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.min_gap = 1.0 / max_fps if self.tty else 0.1
-        self.clock = clock
-        self._shown: tuple[bool, ...] | None = None
-        self._pending: tuple[tuple[bool, ...], float | None] | None = None
-        self._last_draw = -float("inf")
-        try:
-            "●○".encode(getattr(self.stream, "encoding", None) or "ascii")
-            self._glyphs = ("●", "○")
-        except (UnicodeEncodeError, LookupError):
-            self._glyphs = ("#", ".")
+        if len(channels) != inner.n_channels or not all(0 <= c < n_channels for c in channels):
+            raise OutputError(f"{inner.name}: expected {inner.n_channels} channel numbers "
+                              f"from 1 to {n_channels}, found "
+                              f"{[c + 1 for c in channels]}")
+        self.inner, self.channels, self.name = inner, list(channels), inner.name
 
-    def _write(self, states: tuple[bool, ...], t: float | None) -> None:
-        if states == self._shown:
-            self._pending = None  # a flicker shorter than a frame: nothing to show
-        elif self._pending is None or self._pending[0] != states:
-            self._pending = (states, t)
-        # Checked on every call, not only on change: the mapper calls set() every block, so a
-        # change held back by the frame limit is drawn on the next call that is due.
-        now = self.clock()
-        if self._pending is not None and now - self._last_draw >= self.min_gap:
-            self._draw(now)
+    def _pick(self, values):
+        return None if values is None else tuple(values[c] for c in self.channels)
+
+    def _open(self) -> None:
+        self.inner.open()
+
+    def _write(self, states, t) -> None:
+        self.inner._write(self._pick(states), t)
+
+    def _apply(self, states, levels, t) -> None:
+        self.inner._apply(self._pick(states), self._pick(levels), t)
 
     def _release(self) -> None:
-        self._draw(self.clock())
-        if self.tty:
-            self._emit("\n")
-
-    def _draw(self, now: float) -> None:
-        if self._pending is None:
-            return
-        states, t = self._pending
-        self._pending, self._shown, self._last_draw = None, states, now
-        on, off = self._glyphs
-        lamps = []
-        for i, s in enumerate(states):
-            if i and i % 8 == 0:
-                lamps.append(" ")
-            if self.tty:
-                lamps.append(f"\x1b[1;33m{on}\x1b[0m" if s else f"\x1b[2m{off}\x1b[0m")
-            else:
-                lamps.append(on if s else off)
-        when = f"{t:8.2f}s " if t is not None else "     off "
-        if self.tty:
-            self._emit(f"\r\x1b[K{when}{''.join(lamps)}")
-        else:
-            self._emit(f"{when}{''.join(lamps)}\n")
-
-    def _emit(self, text: str) -> None:
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (BrokenPipeError, ValueError):
-            # `lightshow run | head` closed the pipe: lamps on screen are optional, the
-            # relays are not, so stop drawing instead of stopping the show.
-            self.tty, self.stream = False, open(os.devnull, "w")
+        self.inner.close()
 
 
 def make_outputs(spec_list: Sequence[str], config: Config | None = None) -> MultiOutput:
-    """Outputs by name ("rpigpio", "terminal", "mock"), configured from `config`."""
+    """Outputs by name ("rpigpio", "sacn", "terminal", "mock"), configured from `config`."""
     config = config or Config()
     n = config.show.channels
     outputs: list[Output] = []
+
+    def some(out: Output, channels: Sequence[int]) -> Output:
+        return ChannelSubset(out, [c - 1 for c in channels], n) if channels else out
+
     for name in spec_list:
         if name == "rpigpio":
             from pi.gpio import RPiGPIOOutput  # pi.gpio imports this module: import late
 
-            outputs.append(RPiGPIOOutput(config.outputs.rpigpio.pins,
-                                         active_low=config.outputs.rpigpio.active_low))
+            g = config.outputs.rpigpio
+            outputs.append(some(RPiGPIOOutput(g.pins, active_low=g.active_low,
+                                              pwm_hz=g.pwm_hz), g.channels))
+        elif name == "sacn":
+            from pi.sacn_output import SACNOutput
+
+            d = config.outputs.sacn
+            outputs.append(some(SACNOutput(len(d.channels) or n, universe=d.universe,
+                                           start_address=d.start_address,
+                                           destination=d.destination, port=d.port,
+                                           priority=d.priority, source_name=d.source_name,
+                                           fps=d.fps, dimmer=d.dimmer), d.channels))
         elif name == "terminal":
+            from pi.terminal import TerminalOutput
+
             outputs.append(TerminalOutput(n))
         elif name == "mock":
             outputs.append(MockOutput(n, config.outputs.mock.record or None))
         else:
             raise OutputError(f"outputs: unknown output {name!r}; expected one of "
-                              f"rpigpio, terminal, mock")
+                              f"rpigpio, sacn, terminal, mock")
     return MultiOutput(outputs)
 
 

@@ -39,6 +39,14 @@ class Show:
         states = self.mapper.run(acts, frames_db, times_s=times_s)
         return states, acts
 
+    def process_levels(self, frames_db: np.ndarray, times_s: np.ndarray):
+        """Like :meth:`process`, with dimmer levels ``[shape=(k, n_channels)]`` in [0, 1]
+        instead of the activations (pi.mapping explains the levels)."""
+        acts = self.activations(frames_db)
+        levels = np.zeros(acts.shape)
+        states = self.mapper.run(acts, frames_db, times_s=times_s, levels=levels)
+        return states, levels
+
 
 class ModelShow(Show):
     def __init__(self, bundle: Bundle, **mapper_options):

@@ -91,6 +91,8 @@ class Source:
 
     name = "source"
     poll_s = 0.1
+    counters_label = "audio"        # for the log lines about counters()
+    device_label = "audio device"   # what open() waits for when it raises DeviceError
 
     def __init__(self, *, rate: int):
         self.rate = int(rate)

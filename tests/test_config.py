@@ -56,7 +56,7 @@ def test_partial_file_keeps_other_defaults(tmp_path):
     ("[show]\nchannels = true\n", r"show\.channels: .*found boolean true"),
     ("[show]\nhold_ms = 20\n", r"show\.hold_ms: expected an integer from 50 .*found integer 20"),
     ("[audio]\nsource = 'mic'\n", r'audio\.source: expected one of "line-in", "playlist", '
-                                  r'"file", found string "mic"'),
+                                  r'"file", "sacn", found string "mic"'),
     ("[audio]\nplaylist = '/music'\n", r"audio\.playlist: expected a list"),
     ("[audio]\nshuffle = 'yes'\n", r"audio\.shuffle: expected true or false"),
     ("[audio]\ndevice = -1\n", r"audio\.device: expected a device name"),

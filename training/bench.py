@@ -18,7 +18,8 @@ import numpy as np
 from pi.bundle import load_bundle
 from pi.features import DEFAULT_PARAMS, StreamingFeatures, spectra_db
 from pi.mapping import ShowMapper
-from pi.outputs import MockOutput, TerminalOutput
+from pi.outputs import MockOutput
+from pi.terminal import TerminalOutput
 
 ROOT = Path(__file__).resolve().parent.parent
 HOP = DEFAULT_PARAMS.hop
@@ -133,6 +134,75 @@ sys.exit(code)
 """
 
 
+def sacn_figures(seconds: float = 6.0, fps: int = 40) -> dict[str, float]:
+    """sACN over loopback: an SACNOutput sends a changing show to an SACNSource (relay hold
+    off, so only the network path is timed): lag from set() to the receiver's new levels,
+    packets per second, and the output's CPU cost per frame."""
+    import itertools
+    import logging
+    import threading
+
+    from pi.sacn_output import SACNOutput
+    from pi.sacn_source import LOST, SACNSource
+
+    logging.getLogger("pi.sacn_source").setLevel(logging.ERROR)  # its "lamps off" at the end
+    rx = SACNSource(universe=1, addresses=range(1, 9), port=0, interface="127.0.0.1",
+                    multicast=False, hold_s=0.0)
+    rx.open()
+    out = SACNOutput(8, universe=1, destination="127.0.0.1", port=rx._sock.getsockname()[1],
+                     fps=fps)
+    arrivals: list[tuple[float, tuple[bool, ...]]] = []
+    done = threading.Event()
+
+    def listen():
+        while not done.is_set():
+            got = rx.read(0.05)
+            if got is not None and got is not LOST:
+                arrivals.append((time.monotonic(), tuple(bool(x) for x in got >= 0.5)))
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    rng = np.random.default_rng(0)
+    frame_s = HOP / DEFAULT_PARAMS.sample_rate
+    changes, state = [], np.zeros(8, bool)
+    try:
+        out.open()
+        t0 = time.monotonic()
+        for i in range(int(seconds / frame_s)):
+            if rng.random() < 0.15:  # a show changes about every 80 ms, sometimes sooner
+                state = state.copy()
+                state[rng.integers(8)] ^= True
+                changes.append((time.monotonic(), tuple(state.tolist())))
+            out.set(state, t=i * frame_s)
+            done.wait(max(0.0, t0 + (i + 1) * frame_s - time.monotonic()))  # real time
+        elapsed = time.monotonic() - t0
+        sent, received = out.socket.sent, rx.packets
+        alternating = itertools.cycle([np.ones(8, bool), np.zeros(8, bool)])
+        set_us = per_call_us(lambda: out.set(next(alternating), t=0.0), repeat=300)
+        packet = out.socket.target._packet  # the package's packet, as its thread sends it
+        build_us = per_call_us(lambda: out.socket.sendto(bytes(packet.getBytes()),
+                                                         "127.0.0.1"), repeat=300)
+    finally:
+        out.close()
+        done.set()
+        listener.join()
+        rx.close()
+    lags = []
+    for t_set, states in changes:
+        later = [t for t, s in arrivals if s == states and t >= t_set]
+        if later:
+            lags.append(later[0] - t_set)
+    return {"sacn: lag set() -> receiver, median ms": float(np.median(lags)) * 1e3,
+            "sacn: lag set() -> receiver, p95 ms": float(np.percentile(lags, 95)) * 1e3,
+            "sacn: changes that arrived (%)": 100.0 * len(lags) / max(1, len(changes)),
+            "sacn: packets per second (sent)": sent / elapsed,
+            "sacn: packets per second (received)": received / elapsed,
+            "sacn: output set() per frame, µs": set_us,
+            "sacn: build + send one packet, µs": build_us,
+            "sacn: CPU per frame, this show, µs": set_us + build_us * sent / elapsed * frame_s,
+            "sacn: CPU per frame, worst (a packet each), µs": set_us + build_us}
+
+
 def _peak_rss_kb(cmd: list[str]) -> float:
     with tempfile.NamedTemporaryFile(suffix=".hwm") as hwm:
         wrapped = [sys.executable, "-c", _HWM_WRAPPER, hwm.name] + cmd[3:]
@@ -164,6 +234,14 @@ def main(argv=None) -> int:
             print(f"{'Keras / numpy, ' + kind:44s} {keras_cost[k_key] / costs[np_key]:9.1f}x")
     print(f"{'dense pipeline per hop (features+enc+map+mock)':44s} {pipeline:9.1f}")
     print(f"{'real-time factor (hop / pipeline cost)':44s} {hop_us / pipeline:9.0f}x")
+
+    try:
+        import sacn  # noqa: F401 - the optional extra
+    except ImportError:
+        print("sacn: not installed (pip install 'lightshow[sacn]'): no sACN figures")
+    else:
+        for k, v in sacn_figures().items():
+            print(f"{k:44s} {v:9.1f}")
 
     from training.corpus import synth_song
     import soundfile as sf

@@ -1,0 +1,165 @@
+"""Value checkers for pi/config.py: each takes the dotted key and the value as TOML gave it,
+and returns the typed value or raises ConfigError naming the key, what was expected and what
+was found (quoted as the user wrote it). Stdlib only, like the config.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+MAX_CHANNELS = 16
+BCM_PINS = range(0, 28)  # the 40-pin header's GPIO 0..27 on every Pi since the B+
+DMX_SLOTS = 512
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the key and what was expected."""
+
+
+def _toml(value: Any) -> str:
+    """A value as it would be written in the file, so errors quote what the user typed."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml, value)) + "]"
+    return repr(value)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string",
+            list: "list"}.get(type(value), type(value).__name__)
+    return f"{kind} {_toml(value)}"
+
+
+def _fail(key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{key}: expected {expected}, found {_describe(value)}")
+
+
+def _int(key: str, v: Any, lo: int, hi: int, what: str = "") -> int:
+    # bool is an int subclass in Python; `channels = true` is a mistake, not 1.
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise _fail(key, f"an integer from {lo} to {hi}{what}", v)
+    return v
+
+
+def _num(key: str, v: Any, lo: float, hi: float, what: str = "") -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise _fail(key, f"a number from {lo:g} to {hi:g}{what}", v)
+    return float(v)
+
+
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _fail(key, "true or false", v)
+    return v
+
+
+def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(v, str) or v not in choices:
+        raise _fail(key, "one of " + ", ".join(f'"{c}"' for c in choices), v)
+    return v
+
+
+def _list(key: str, v: Any) -> list:
+    if not isinstance(v, list):
+        raise _fail(key, "a list [...]", v)
+    return v
+
+
+def _channels(key: str, v: Any) -> tuple[int, ...]:
+    out = tuple(_int(f"{key}[{i}]", x, 1, MAX_CHANNELS, " (a 1-based channel number)")
+                for i, x in enumerate(_list(key, v)))
+    _no_duplicates(key, out)
+    return out
+
+
+def _no_duplicates(key: str, items: tuple) -> None:
+    seen = set()
+    for x in items:
+        if x in seen:
+            raise ConfigError(f"{key}: expected each entry once, found {x!r} twice")
+        seen.add(x)
+
+
+def check_bcm_pins(pins: Any, key: str = "pins") -> tuple[int, ...]:
+    """BCM numbers 0..27 without duplicates; shared with pi.outputs so both say the same."""
+    out = []
+    for i, pin in enumerate(_list(key, pins)):
+        if isinstance(pin, bool) or not isinstance(pin, int) or pin not in BCM_PINS:
+            raise ConfigError(f"{key}[{i}]: expected a BCM GPIO number from 0 to 27, "
+                              f"found {_describe(pin)}")
+        if pin in out:
+            raise ConfigError(f"{key}[{i}]: GPIO {pin} is listed twice; expected each pin "
+                              f"once (channel {out.index(pin) + 1} already uses it)")
+        out.append(pin)
+    if not out:
+        raise ConfigError(f"{key}: expected at least one BCM pin, found an empty list")
+    return tuple(out)
+
+
+def _str(key: str, v: Any, expected: str) -> str:
+    if not isinstance(v, str):
+        raise _fail(key, expected, v)
+    return v
+
+
+def _device(key: str, v: Any) -> str | int:
+    if isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+        return v
+    raise _fail(key, 'a device name (substring), an index >= 0, or "" for the default', v)
+
+
+def _strings(key: str, v: Any) -> tuple[str, ...]:
+    out = tuple(_list(key, v))
+    for i, x in enumerate(out):
+        if not isinstance(x, str) or not x:
+            raise _fail(f"{key}[{i}]", "a non-empty path string", x)
+    return out
+
+
+def _latency(key: str, v: Any) -> float | str:
+    if v == "auto":
+        return v
+    if isinstance(v, str):
+        raise _fail(key, '"auto" or a number of milliseconds', v)
+    return _num(key, v, -1000, 1000, ' (milliseconds) or "auto"')
+
+
+def _addresses(key: str, v: Any) -> tuple[int, ...]:
+    out = tuple(_int(f"{key}[{i}]", x, 1, DMX_SLOTS, " (a DMX address)")
+                for i, x in enumerate(_list(key, v)))
+    _no_duplicates(key, out)
+    return out
+
+
+def _ipv4(key: str, v: Any, *, keyword: str) -> str:
+    """An IPv4 address for unicast, or `keyword` ("multicast" or "")."""
+    expected = (f'"{keyword}" or an IPv4 address such as "192.168.1.50"' if keyword else
+                'an IPv4 address such as "192.168.1.20", or "" for every interface')
+    if v == keyword:
+        return v
+    try:
+        ip = ipaddress.IPv4Address(_str(key, v, expected))
+    except ValueError:
+        raise _fail(key, expected, v) from None
+    if ip.is_multicast or ip.is_unspecified:
+        raise _fail(key, expected + " (not a multicast or 0.0.0.0 address: E1.31 picks the "
+                    "multicast group from the universe)", v)
+    return v
+
+
+def _source_name(key: str, v: Any) -> str:
+    if not isinstance(v, str) or not 1 <= len(v.encode("utf-8")) <= 63:
+        raise _fail(key, "a name of 1 to 63 UTF-8 bytes", v)
+    return v
+
+
+def _pwm(key: str, v: Any) -> int:
+    if v == 0:
+        return 0
+    return _int(key, v, 50, 2000, " Hz, or 0 for plain on/off")

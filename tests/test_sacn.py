@@ -1,0 +1,468 @@
+"""sACN end to end on loopback: the output's packets, and sender and receiver daemons
+(`python -m pi run`) talking unicast over 127.0.0.1 on a free port; never multicast.
+
+Processes are synchronised on sd_notify READY, on their JSONL records and on their exit, with
+bounded polls; timings are measured on CLOCK_MONOTONIC, which all processes share."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pi import e131
+from pi.outputs import MockOutput
+from training.corpus import synth_song
+
+pytest.importorskip("sacn")
+from pi.sacn_output import SACNOutput, stable_cid  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+U = 7
+LAG_S = 0.15   # asserted bound; measured lags are printed (about one 1/fps send period)
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def rx_socket():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2.0)
+        yield s
+
+
+def recv_packets(sock, until, limit=400):
+    """Packets until `until(packets)` is true (bounded by count and the socket timeout)."""
+    got = []
+    for _ in range(limit):
+        got.append(e131.parse(sock.recv(1024)))
+        if until(got):
+            return got
+    raise AssertionError(f"condition not met within {limit} packets")
+
+
+# --- the output ------------------------------------------------------------------------------
+
+def test_output_levels_then_blackout_then_three_terminated(rx_socket):
+    port = rx_socket.getsockname()[1]
+    out = SACNOutput(4, universe=U, start_address=10, destination="127.0.0.1", port=port,
+                     priority=123, source_name="unit test", fps=44)
+    out.open()
+    try:
+        out.set([True, False, True, True], t=0.0)
+        got = recv_packets(rx_socket, lambda ps: ps[-1].slots[9:13] == b"\xff\0\xff\xff")
+    finally:
+        out.close()
+    p = got[-1]
+    assert (p.universe, p.priority, p.source_name) == (U, 123, "unit test")
+    assert p.cid == bytes(stable_cid("unit test")) and not any(p.slots[:9] + p.slots[13:])
+    tail = recv_packets(rx_socket, lambda ps: sum(x.terminated for x in ps) == 3)
+    terminated = [x for x in tail if x.terminated]
+    before = [x for x in tail if not x.terminated]
+    assert before and not any(before[-1].slots), "the last live packet must be the blackout"
+    assert tail[-3:] == terminated, "terminated packets come last"
+    rx_socket.settimeout(0.3)
+    with pytest.raises(TimeoutError):  # the stream is over: nothing more for this universe
+        rx_socket.recv(1024)
+
+
+def test_dimmer_sends_graded_levels(rx_socket):
+    port = rx_socket.getsockname()[1]
+    with SACNOutput(3, universe=U, destination="127.0.0.1", port=port, dimmer=True) as out:
+        out.set([True, True, False], t=0.0, levels=[0.5, 1.0, 0.0])
+        got = recv_packets(rx_socket, lambda ps: ps[-1].slots[:3] == bytes([128, 255, 0]))
+        out.set([True, False, False], t=0.1)  # no levels: on/off as 255/0
+        got = recv_packets(rx_socket, lambda ps: ps[-1].slots[:3] == bytes([255, 0, 0]))
+    assert got
+
+
+def test_multicast_goes_to_the_universe_group(monkeypatch):
+    from pi import sacn_output
+
+    sent = []
+    make = sacn_output._socket_class
+
+    def recording(base):
+        cls = make(base)
+
+        class Recording(cls):
+            def sendto(self, raw, destination):  # nothing leaves this machine
+                sent.append((destination, e131.parse(raw)))
+
+        return Recording
+
+    monkeypatch.setattr(sacn_output, "_socket_class", recording)
+    with SACNOutput(2, universe=258, destination="multicast") as out:
+        out.set([True, True], t=0.0)
+    assert {d for d, _ in sent} == {"239.255.1.2"}
+    assert sent[-1][1].terminated and sum(p.terminated for _, p in sent) == 3
+
+
+def test_missing_package_is_a_clear_error(monkeypatch):
+    from pi.outputs import OutputError
+
+    monkeypatch.setitem(sys.modules, "sacn", None)
+    with pytest.raises(OutputError, match=r"sacn: expected the `sacn` package, found it not "
+                                          r"installed; .*pip install"):
+        SACNOutput(2, universe=1).open()
+
+
+# --- daemons ---------------------------------------------------------------------------------
+
+def records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    text = path.read_text()
+    return MockOutput.read(path) if text.endswith("\n") else \
+        MockOutput.read(path)[:-1]  # the writer is between write and flush
+
+
+def wait_for(what: str, cond, timeout: float, proc=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: the process exited with {proc.returncode}")
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.02)  # polling interval of a bounded wait, not synchronisation
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def readme_configs() -> list[str]:
+    """The sender and receiver configs of the README's "Many Pis / xLights / FPP"."""
+    text = (ROOT / "README.md").read_text().split("## Many Pis / xLights / FPP", 1)[1]
+    return re.findall(r"```toml\n(.*?)```", text, re.S)[:2]
+
+
+# What the README's configs become on one machine: unicast to 127.0.0.1 on a free port, no
+# multicast; the relays are replaced on the command line (--output, --record).
+def readme_sender(tmp: Path, port: int) -> Path:
+    text = re.sub(r'destination = "multicast".*', f'destination = "127.0.0.1"\nport = {port}',
+                  readme_configs()[0])
+    return write_config(tmp / "tx.toml", text)
+
+
+def rx_config(tmp: Path, port: int, *, channels: int = 8) -> Path:
+    text = readme_configs()[1]
+    if channels != 8:  # the file must be valid alone: 8 pins are no good for 16 channels
+        text = text.replace("channels = 8", f"channels = {channels}").replace(
+            'enabled = ["rpigpio"]', 'enabled = ["mock"]')
+    text = re.sub(r"addresses = .*", f"addresses = {list(range(1, channels + 1))}", text)
+    return write_config(tmp / "rx.toml", text + f'interface = "127.0.0.1"\nmulticast = false\n'
+                                                f'port = {port}\n')
+
+
+def test_readme_configs_are_valid_and_the_tests_use_them(tmp_path):
+    from pi.config import load_config
+
+    sender, receiver = readme_configs()
+    for text in (sender, receiver):
+        load_config(write_config(tmp_path / "c.toml", text))
+    tx = load_config(readme_sender(tmp_path, 5569)).outputs.sacn
+    assert (tx.universe, tx.destination, tx.port) == (U, "127.0.0.1", 5569)
+    rx = load_config(rx_config(tmp_path, 5569))
+    assert rx.audio.source == "sacn" and rx.sacn_source.universe == U
+    assert (rx.sacn_source.interface, rx.sacn_source.multicast) == ("127.0.0.1", False)
+
+
+def tx_config(tmp: Path, name: str, port: int, song: Path, *, priority: int = 100,
+              extra: str = "", channels: int = 8, dimmer: bool = False) -> Path:
+    return write_config(tmp / f"{name}.toml", f"""
+[audio]
+source = "file"
+repeat = false
+playlist = ["{song}"]
+[model]
+mapper = "bands"
+[show]
+channels = {channels}
+{extra}
+[outputs]
+enabled = ["sacn", "mock"]
+[outputs.mock]
+record = "{tmp / (name + '.jsonl')}"
+[outputs.sacn]
+universe = {U}
+destination = "127.0.0.1"
+port = {port}
+priority = {priority}
+source_name = "{name}"
+dimmer = {str(dimmer).lower()}
+""")
+
+
+RX_ARGS = ("--output", "mock", "--record")
+
+
+class Daemon:
+    """`python -m pi run --config ...` with stderr in a file and READY awaited."""
+
+    def __init__(self, tmp: Path, name: str, config: Path, *args: str, ready: bool = True):
+        self.err = tmp / f"{name}.err"
+        self.record = tmp / f"{name}.jsonl"
+        env = dict(os.environ)
+        sock = None
+        if ready:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(str(tmp / f"{name}.notify"))
+            sock.settimeout(0.5)
+            env["NOTIFY_SOCKET"] = str(tmp / f"{name}.notify")
+        with self.err.open("w") as err:
+            self.proc = subprocess.Popen([PY, "-m", "pi", "run", "--config", str(config),
+                                          *args], cwd=ROOT, env=env,
+                                         stdout=subprocess.DEVNULL, stderr=err)
+        if sock is not None:
+            with sock:
+                wait_for(f"{name} READY", lambda: self._ready(sock), 30, self.proc)
+
+    @staticmethod
+    def _ready(sock) -> bool:
+        try:
+            return sock.recv(4096) == b"READY=1"
+        except TimeoutError:
+            return False
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+
+@pytest.fixture
+def daemons():
+    started = []
+    yield started
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait(timeout=10)
+
+
+def song(tmp: Path, seconds: float, seed: int = 11) -> Path:
+    path = tmp / f"song_{seconds:g}_{seed}.wav"
+    y, _ = synth_song(seconds=seconds, seed=seed, ending="hard_stop")
+    sf.write(path, y, 44100)
+    return path
+
+
+def last_set(recs: list[dict]) -> float:
+    """When the sender's show last set its lamps: closing (blackout, terminate) follows."""
+    return [r["mono"] for r in recs if r["event"] == "set"][-1]
+
+
+def changes(recs: list[dict], key: str = "states") -> list[dict]:
+    """When the states (or levels; an all-off has none: zeros) changed, and to what."""
+    out, last = [], None
+    for r in recs:
+        if r["event"] in ("set", "all_off"):
+            value = r.get(key, [0.0] * len(r["states"]))
+            if value != last:
+                out.append({"mono": r["mono"], "value": value})
+                last = value
+    return out
+
+
+def value_at(ch: list[dict], t: float):
+    before = [c["value"] for c in ch if c["mono"] <= t]
+    return before[-1] if before else None
+
+
+def assert_follows(tx: list[dict], rx: list[dict], *, until: float | None = None,
+                   same=lambda a, b: a == b) -> list[float]:
+    """Every sender state that lasted long enough is the receiver's state LAG_S later; the
+    lags of the receiver's changes are returned."""
+    checked = 0
+    for i, c in enumerate(tx):
+        end = tx[i + 1]["mono"] if i + 1 < len(tx) else (until or c["mono"])
+        if end - c["mono"] < LAG_S + 0.05:
+            continue
+        got = value_at(rx, c["mono"] + LAG_S)
+        assert got is not None and same(got, c["value"]), \
+            f"at +{c['mono'] - tx[0]['mono']:.3f} s the sender had {c['value']}, the " \
+            f"receiver {got} {LAG_S} s later"
+        checked += 1
+    assert checked >= 5, f"only {checked} sender states lasted long enough to compare"
+    lags = []
+    for r in rx:
+        match = [c["mono"] for c in tx if same(c["value"], r["value"]) and c["mono"] <= r["mono"]]
+        if match and tx[0]["mono"] <= r["mono"] <= (until or float("inf")):
+            lags.append(r["mono"] - match[-1])
+    return lags
+
+
+def run_readme_sender(tmp: Path, port: int, seconds: float) -> "Daemon":
+    return Daemon(tmp, "tx", readme_sender(tmp, port), "--source", "file", "--realtime",
+                  "--mapper", "bands", "--output", "sacn", "--record", str(tmp / "tx.jsonl"),
+                  str(song(tmp, seconds)), ready=False)
+
+
+def start_rx(tmp: Path, port: int, **kw) -> "Daemon":
+    return Daemon(tmp, "rx", rx_config(tmp, port, **kw), *RX_ARGS, str(tmp / "rx.jsonl"))
+
+
+def test_receiver_follows_the_sender_and_goes_off_when_it_stops(tmp_path, daemons):
+    port = free_port()
+    rx = start_rx(tmp_path, port)
+    daemons.append(rx)
+    good = e131.build(cid=bytes(16), universe=U, slots=bytes([255]))
+    junk = [good[:60], good[:18] + b"\0\0\0\x05" + good[22:],
+            e131.build(cid=bytes(16), universe=U + 1), b"\xff garbage " * 9]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for raw in junk:
+            s.sendto(raw, ("127.0.0.1", port))
+    tx = run_readme_sender(tmp_path, port, 5.0)
+    daemons.append(tx)
+    # The README's sender repeats its playlist, as the service does: stop it as systemd would.
+    wait_for("the song played", lambda: any((r["t"] or 0) > 4.5 for r in records(tx.record)),
+             30, tx.proc)
+    assert tx.stop() == 0, tx.stderr
+    tx_recs = MockOutput.read(tmp_path / "tx.jsonl")
+    closed = last_set(tx_recs)
+    off = wait_for("receiver all-off after the sender stopped",
+                   lambda: [r for r in records(rx.record)
+                            if r["event"] == "all_off" and r["mono"] > closed], 10, rx.proc)
+    assert rx.stop() == 0
+    # Stream terminated: off at once, not after the 2.5 s data-loss timeout.
+    assert off[0]["mono"] - closed < 1.0
+    assert "stopped its stream (stream terminated)" in rx.stderr
+    # Malformed and foreign packets: counted, logged, never fatal.
+    assert "sACN packets ignored in total: 1 truncated, 1 bad_vector, 1 other_universe, " \
+           "1 not_e131" in rx.stderr
+    lags = assert_follows(changes(tx_recs), changes(records(rx.record)), until=closed)
+    print(f"\nsender -> receiver lag over loopback: median {statistics.median(lags) * 1e3:.1f} "
+          f"ms, max {max(lags) * 1e3:.1f} ms over {len(lags)} changes")
+    assert max(lags) < LAG_S
+
+
+def test_receiver_is_all_off_after_the_timeout_when_the_sender_is_killed(tmp_path, daemons):
+    port = free_port()
+    rx = start_rx(tmp_path, port)
+    daemons.append(rx)
+    tx = run_readme_sender(tmp_path, port, 20.0)
+    daemons.append(tx)
+    wait_for("lamps lit on the receiver", lambda: sum(
+        r["event"] == "set" and any(r["states"]) for r in records(rx.record)) >= 3, 30, rx.proc)
+    tx.stop(signal.SIGKILL)  # no blackout, no stream-terminated: only the timeout helps
+    killed = time.monotonic()
+    off = wait_for("receiver all-off", lambda: [r for r in records(rx.record)
+                                                if r["event"] == "all_off"
+                                                and r["mono"] > killed], 8, rx.proc)
+    assert rx.stop() == 0
+    after_kill = off[0]["mono"] - killed
+    silent = float(re.search(r"no packet from 'audio-pi' for (\d+\.\d+) s",
+                             rx.stderr).group(1))
+    print(f"\nall-off {after_kill:.3f} s after SIGKILL, {silent:.2f} s after the last packet")
+    assert 2.5 <= silent < 2.7
+    # The last packet came at most a keep-alive second (plus a send period) before the kill.
+    assert 2.5 - 1.05 <= after_kill < 2.5 + 0.3
+    assert not any(any(r["states"] or ()) for r in records(rx.record)
+                   if r["mono"] > off[0]["mono"])
+
+
+def test_the_higher_priority_sender_wins(tmp_path, daemons):
+    port = free_port()
+    rx = start_rx(tmp_path, port)
+    daemons.append(rx)
+    everything = "always_on = [1, 2, 3, 4, 5, 6, 7, 8]"
+    lo = Daemon(tmp_path, "lo", tx_config(tmp_path, "lo", port, song(tmp_path, 30.0, 5),
+                                          priority=100, extra=everything),
+                "--realtime", ready=False)
+    daemons.append(lo)
+    all_on = [True] * 8
+    wait_for("the low-priority sender followed", lambda: any(
+        r["states"] == all_on for r in records(rx.record)), 30, rx.proc)
+    hi = subprocess.run([PY, "-m", "pi", "run", "--config",
+                         str(tx_config(tmp_path, "hi", port, song(tmp_path, 5.0), priority=150)),
+                         "--realtime"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert hi.returncode == 0, hi.stderr
+    hi_recs = MockOutput.read(tmp_path / "hi.jsonl")
+    closed = last_set(hi_recs)
+    wait_for("hi's stream terminated", lambda: "'hi' stopped its stream" in rx.stderr, 10,
+             rx.proc)
+    rx_ch = changes(records(rx.record))
+    assert rx_ch[-1]["value"] == all_on, "back to the low-priority sender"
+    assert rx_ch[-1]["mono"] - closed < 1.0  # hi terminated its stream: no timeout needed
+    lags = assert_follows(changes(hi_recs), rx_ch, until=closed)
+    assert max(lags) < LAG_S
+    assert lo.stop() == 0  # SIGTERM: the low sender terminates its stream too
+    wait_for("receiver off after the last sender", lambda: records(rx.record)[-1]["event"]
+             == "all_off", 5, rx.proc)
+    assert rx.stop() == 0
+    assert "'lo' stopped its stream" in rx.stderr and "no packet from" not in rx.stderr
+
+
+# --- 16 channels from the workshop to the relays ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def model16(tmp_path_factory):
+    """A 16-channel bundle from the real `make train` pipeline (--bottleneck 16), kept tiny."""
+    tmp = tmp_path_factory.mktemp("m16")
+    music = tmp / "music"
+    music.mkdir()
+    for i, ending in enumerate(("fade", "hard_stop", "quiet_tail")):
+        y, _ = synth_song(seconds=15.0, seed=20 + i, ending=ending)
+        sf.write(music / f"s{i}.wav", y, 44100)
+    out = subprocess.run([PY, "-m", "training", "train", "--music-dir", str(music),
+                          "--bottleneck", "16", "--epochs", "1", "--max-frames", "1000",
+                          "--no-ablations", "--models-dir", str(tmp), "--cache-dir",
+                          str(tmp / "cache"), "--name", "m16"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return tmp / "m16"
+
+
+def test_sixteen_channel_model_drives_sixteen_dimmer_channels(tmp_path, daemons, model16):
+    port = free_port()
+    rx = start_rx(tmp_path, port, channels=16)
+    daemons.append(rx)
+    cfg = tx_config(tmp_path, "tx", port, song(tmp_path, 6.0, 21), channels=16, dimmer=True)
+    cfg.write_text(cfg.read_text().replace('mapper = "bands"', f'path = "{model16}"'))
+    tx = subprocess.run([PY, "-m", "pi", "run", "--config", str(cfg), "--realtime"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert tx.returncode == 0, tx.stderr
+    assert "show model:m16, 16 channels" in tx.stderr
+    tx_recs = MockOutput.read(tmp_path / "tx.jsonl")
+    closed = last_set(tx_recs)
+    wait_for("receiver off", lambda: [r for r in records(rx.record)
+                                      if r["event"] == "all_off" and r["mono"] > closed],
+             10, rx.proc)
+    assert rx.stop() == 0
+    levels = np.array([r["levels"] for r in tx_recs if r["event"] == "set"])
+    assert levels.shape[1] == 16
+    assert ((levels > 0) & (levels < 1)).any(), "dimmer levels should be graded"
+    assert (np.diff(levels[:, 8:], axis=0) != 0).any(), "channels 9..16 never changed"
+
+    def same_dmx(a, b):  # the records round levels to 4 decimals: allow one DMX step
+        return all(abs(x - y) * 255 <= 1.01 for x, y in zip(a, b))
+
+    assert_follows(changes(tx_recs, "levels"), changes(records(rx.record), "levels"),
+                   until=closed, same=same_dmx)
