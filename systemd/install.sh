@@ -17,32 +17,10 @@ UNITDIR="${UNITDIR:-/etc/systemd/system}"
 STATEDIR="${STATEDIR:-/var/lib/lightshow}"
 MODEL_FILE="${LIGHTSHOW_MODEL_FILE:-/proc/device-tree/model}"
 SERVICE_USER=lightshow
-DRY_RUN=0
-
-usage() { sed -n '2,10s/^# \{0,1\}//p' "$0"; }
-for arg in "$@"; do
-    case "$arg" in
-        -n|--dry-run) DRY_RUN=1 ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "install.sh: unknown argument '$arg'; expected --dry-run or --help" >&2; exit 2 ;;
-    esac
-done
-
-say() { printf '==> %s\n' "$*"; }
-# Every change goes through run (files) or sys (the running system), so --dry-run and
-# DESTDIR can be trusted to touch nothing they should not.
-run() {
-    if (( DRY_RUN )); then printf '+'; printf ' %q' "$@"; printf '\n'; else "$@"; fi
-}
-sys() {
-    if [[ -n "$DESTDIR" ]]; then printf 'skipped (DESTDIR):'; printf ' %q' "$@"; printf '\n'
-    else run "$@"; fi
-}
-
-if [[ -z "$DESTDIR" ]] && (( ! DRY_RUN )) && [[ $EUID -ne 0 ]]; then
-    echo "install.sh: expected to run as root, found uid $EUID; use: sudo make install" >&2
-    exit 1
-fi
+SCRIPT=install.sh
+HELP_LINES=2,10
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 for dir in "$PREFIX" "$CONFDIR" "$UNITDIR" "$STATEDIR"; do
     if [[ "$dir" != /?* ]]; then
         echo "install.sh: expected absolute paths, found '$dir'" >&2; exit 2

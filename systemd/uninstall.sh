@@ -12,29 +12,10 @@ PREFIX="${PREFIX:-/opt/lightshow}"
 CONFDIR="${CONFDIR:-/etc/lightshow}"
 UNITDIR="${UNITDIR:-/etc/systemd/system}"
 STATEDIR="${STATEDIR:-/var/lib/lightshow}"
-DRY_RUN=0
-
-for arg in "$@"; do
-    case "$arg" in
-        -n|--dry-run) DRY_RUN=1 ;;
-        -h|--help) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 0 ;;
-        *) echo "uninstall.sh: unknown argument '$arg'; expected --dry-run or --help" >&2; exit 2 ;;
-    esac
-done
-
-say() { printf '==> %s\n' "$*"; }
-run() {
-    if (( DRY_RUN )); then printf '+'; printf ' %q' "$@"; printf '\n'; else "$@"; fi
-}
-sys() {
-    if [[ -n "$DESTDIR" ]]; then printf 'skipped (DESTDIR):'; printf ' %q' "$@"; printf '\n'
-    else run "$@"; fi
-}
-
-if [[ -z "$DESTDIR" ]] && (( ! DRY_RUN )) && [[ $EUID -ne 0 ]]; then
-    echo "uninstall.sh: expected to run as root, found uid $EUID; use: sudo make uninstall" >&2
-    exit 1
-fi
+SCRIPT=uninstall.sh
+HELP_LINES=2,8
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # rm -rf on a computed path: refuse anything that is not a dedicated absolute folder.
 case "$PREFIX" in
     /|/usr|/usr/*|/etc|/var|/home|/opt|"") echo "uninstall.sh: refusing PREFIX='$PREFIX'" >&2
