@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -12,9 +13,8 @@ import numpy as np
 from pi.bundle import write_bundle
 from pi.decode import read_song
 from pi.features import DEFAULT_PARAMS, fit_normalisation, normalise
-from pi.mapping import MappingParams
 from pi.encoder import NumpyEncoder
-from pi.mapping import ShowMapper
+from pi.mapping import MappingParams, ShowMapper
 from pi.render import render_blocks
 from pi.show import BandsShow, Show
 from training import corpus, end_detector, ingest
@@ -256,6 +256,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ablations", dest="ablations", action="store_false")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    out = run(args)
+    try:
+        out = run(args)
+    except (FileNotFoundError, ValueError) as exc:  # bad folder, bad annotations CSV
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({k: v for k, v in out.items() if k != "results"}))
     return 0
