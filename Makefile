@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL ?= models/default
-NAME ?= default
+# Without MUSIC_DIR the demo-corpus model goes to models/demo, never over the shipped default.
+NAME ?= $(if $(MUSIC_DIR),default,demo)
 MUSIC_DIR ?=
 DEMO_DIR := out/demo
 
