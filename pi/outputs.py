@@ -141,7 +141,7 @@ class MultiOutput(Output):
             raise OutputError("outputs: expected at least one output, found none")
         n = {o.n_channels for o in outputs}
         if len(n) != 1:
-            raise OutputError(f"outputs: expected the same channel count everywhere, found "
+            raise OutputError("outputs: expected the same channel count everywhere, found "
                               + ", ".join(f"{o.name}={o.n_channels}" for o in outputs))
         super().__init__(n.pop())
         self.outputs = list(outputs)
