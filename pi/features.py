@@ -123,7 +123,10 @@ def frame_times(n_frames: int, *, params: FeatureParams = DEFAULT_PARAMS) -> np.
 
 def song_features(samples: np.ndarray, *, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
     """Whole-song path: mono samples at the feature rate -> ``[shape=(n_frames, 513)]``."""
-    x = to_mono(samples)
+    return _frames_db(to_mono(samples), params=params)
+
+
+def _frames_db(x: np.ndarray, *, params: FeatureParams) -> np.ndarray:
     n = n_frames_for(len(x), params=params)
     if n == 0:
         return np.zeros((0, params.n_bins), np.float32)
@@ -142,11 +145,16 @@ class StreamingFeatures:
         self.params = params
         self._carry = np.zeros(0, np.float32)
         self.frames_emitted = 0
+        # The samples the last push framed (carry + block): frame j of that push covers
+        # ``last_input[j * hop : j * hop + n_fft]``, for callers measuring the same windows.
+        self.last_input = self._carry
 
     def push(self, block: np.ndarray) -> np.ndarray:
         """Mono block ``[shape=(n,)]`` -> new frames ``[shape=(k, 513)]`` (k may be 0)."""
+        # Only the new block needs checking: the carry was checked when it arrived.
         x = np.concatenate([self._carry, to_mono(block, name="audio block")])
-        frames = song_features(x, params=self.params)
+        frames = _frames_db(x, params=self.params)
+        self.last_input = x
         self._carry = x[len(frames) * self.params.hop:]
         self.frames_emitted += len(frames)
         return frames

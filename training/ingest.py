@@ -102,16 +102,13 @@ def extract_features(path: str | Path, *, params: FeatureParams = DEFAULT_PARAMS
     """Decode ``path`` block by block into :class:`SongFeatures`; decode errors propagate."""
     rate_in, channels_in, _ = decode.song_info(path)
     stream = StreamingFeatures(params=params)
-    # Mirrors StreamingFeatures' own carry so RMS windows are exactly the feature windows.
-    carry = np.zeros(0, np.float32)
     frames, levels, n_samples = [], [], 0
     for block in decode.iter_song_blocks(path, sample_rate=params.sample_rate):
         n_samples += len(block)
-        x = np.concatenate([carry, block])
         new = stream.push(block)
         frames.append(new)
-        levels.append(_rms_db(x, len(new), params=params))
-        carry = x[len(new) * params.hop:]
+        # The very windows the features were computed from.
+        levels.append(_rms_db(stream.last_input, len(new), params=params))
     if stream.frames_emitted != n_frames_for(n_samples, params=params):
         raise RuntimeError(f"{path}: expected {n_frames_for(n_samples, params=params)} frames "
                            f"for {n_samples} samples, found {stream.frames_emitted}")
