@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from pi.bundle import DEFAULT_BUNDLE, BundleError, load_bundle
+from pi.decode import AudioFileError
 from pi.metrics import reference_signals, show_metrics
 from pi.render import render_blocks, render_song
 from pi.show import Show, make_show
@@ -16,13 +19,18 @@ HEADLINE = ("fluxCorr", "dead", "corr_max", "toggles_per_s", "min_run_ms", "entr
 
 
 def evaluate_songs(paths, make: Callable[[], Show]) -> dict:
-    """Per-song show metrics and their mean; ``make`` builds a fresh show for each song."""
-    per_song = {}
+    """Per-song show metrics and their mean; ``make`` builds a fresh show for each song.
+    A song that cannot be decoded is listed under ``skipped`` with the reason."""
+    per_song, skipped = {}, {}
     for path in paths:
-        timeline, audio = render_song(path, make(), keep_audio=True)
+        try:
+            timeline, audio = render_song(path, make(), keep_audio=True)
+        except AudioFileError as exc:
+            skipped[str(path)] = str(exc)
+            continue
         per_song[str(path)] = show_metrics(audio, times_s=timeline.times_s,
                                            states=timeline.states)
-    return {"mean": mean_metrics(per_song.values()), "songs": per_song}
+    return {"mean": mean_metrics(per_song.values()), "songs": per_song, "skipped": skipped}
 
 
 def evaluate_audio(songs: dict[str, np.ndarray], make: Callable[[], Show], *,
@@ -65,7 +73,17 @@ def main(argv=None) -> int:
     ap.add_argument("--mapper", choices=("model", "bands"), default="model")
     ap.add_argument("songs", nargs="+")
     args = ap.parse_args(argv)
+    if args.mapper == "model":
+        # The daemon falls back to bands on a bad bundle; an evaluation must not silently
+        # score something other than what was asked for.
+        try:
+            load_bundle(args.model or DEFAULT_BUNDLE)
+        except BundleError as exc:
+            print(f"evaluate: {exc}", file=sys.stderr)
+            return 2
     result = evaluate_songs([Path(s) for s in args.songs],
                             lambda: make_show(model=args.model, mapper=args.mapper))
     print(json.dumps(result, indent=2))
-    return 0
+    for path, reason in result["skipped"].items():
+        print(f"evaluate: skipped {reason}", file=sys.stderr)
+    return 0 if result["songs"] else 1
