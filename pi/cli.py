@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import signal
 import sys
 import threading
 from pathlib import Path
 
+from pi import stopping
 from pi.config import MAPPERS, OUTPUT_NAMES, SOURCES, Config, ConfigError, load_config
 
 log = logging.getLogger("lightshow")
@@ -208,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     config_opt(rl)
     output_opt(rl)
     rl.add_argument("--step-s", type=_step, default=1.0, help="seconds per step (1.0)")
+    rl.add_argument("--record", help="record every state to this JSONL file (mock output)")
     rl.set_defaults(func=cmd_relays)
 
     c = sub.add_parser("check-config", parents=[common], help="check a config file")
@@ -218,14 +222,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["preview"]:  # pi/preview.py has its own options and help
+    lead = 0  # `lightshow -v preview ...`: the -v flags may come before the command
+    while lead < len(argv) and re.fullmatch(r"-v+|--verbose", argv[lead]):
+        lead += 1
+    if argv[lead:lead + 1] == ["preview"]:  # pi/preview.py has its own options and help
         from pi.preview import main as preview
 
-        return preview(argv[1:])
+        _setup_logging(lead)
+        return preview(argv[:lead] + argv[lead + 1:])
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
+    previous = stopping.install()  # every command unwinds on SIGTERM/INT/HUP/QUIT: lamps off
     try:
         return args.func(args)
+    except stopping.Stopped as exc:
+        log.info("stopped by %s", signal.Signals(exc.signum).name)
+        return exc.code
     except ConfigError as exc:
         log.error("config: %s", exc)
         return EXIT_CONFIG
@@ -240,3 +252,5 @@ def main(argv: list[str] | None = None) -> int:
             raise
         log.error("%s", exc)
         return 1
+    finally:
+        stopping.restore(previous)

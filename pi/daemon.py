@@ -4,8 +4,8 @@ One thread does everything but the audio callbacks: it reads blocks from the sou
 them into frames and states (pi.features, pi.show), and applies each state when the source
 says it is due (at once for live audio, at the DAC time for played songs). Lamps are off
 before the audio starts, whenever the audio device is missing (it is retried with backoff),
-and at exit, however the exit comes (SIGTERM raises SystemExit here, Ctrl-C
-KeyboardInterrupt; both unwind through ``finally``).
+and at exit, however the exit comes (SIGTERM, SIGHUP and SIGQUIT raise SystemExit here,
+Ctrl-C KeyboardInterrupt: pi/stopping.py; all unwind through ``finally``).
 
 The sacn source is the one source without audio: it gives channel levels that another
 sender's show already decided, so its loop (:meth:`Daemon._follow`) has no show of its own.
@@ -13,14 +13,13 @@ sender's show already decided, so its loop (:meth:`Daemon._follow`) has no show 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections import deque
 
 import numpy as np
 
-from pi import systemd
+from pi import stopping, systemd
 from pi.config import Config, sacn_addresses
 from pi.features import StreamingFeatures
 from pi.mapping import ChannelOverrides
@@ -143,10 +142,7 @@ class Daemon:
         self._heart = _Heartbeat()
 
     def run(self) -> int:
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.getsignal(signal.SIGTERM) if main else None
-        if main:
-            systemd.install_sigterm_handler()
+        previous = stopping.install()  # SIGTERM/INT/HUP/QUIT unwind to the finally below
         log.info("show %s, %d channels; outputs %s; source %s",
                  self.show.name if self.show else "from sACN", self.config.show.channels,
                  ", ".join(self.config.outputs.enabled), self.source.name)
@@ -164,8 +160,7 @@ class Daemon:
                 self.outputs.close()  # all off, recorded, GPIO released
                 self._heart.log_counters(self.source, final=True)
                 log.info("stopped after %d frames; lamps off", self.frames)
-                if previous is not None:  # for callers that live on (tests, embedding)
-                    signal.signal(signal.SIGTERM, previous)
+                stopping.restore(previous)  # for callers that live on (tests, embedding)
 
     def _ready_once(self) -> None:
         if not self._ready:

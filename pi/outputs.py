@@ -22,6 +22,7 @@ from typing import IO, Callable, Sequence
 
 import numpy as np
 
+from pi import stopping
 from pi.config import Config
 
 _OPEN: list["Output"] = []  # opened and not yet closed, oldest first
@@ -78,8 +79,9 @@ class Output:
                 self._write((False,) * self.n_channels, None)
 
     def close(self) -> None:
-        """All off, then release; safe to call twice, and releases even if all_off fails."""
-        with self._lock:
+        """All off, then release; safe to call twice, and releases even if all_off fails.
+        A stop signal (pi/stopping.py) that arrives meanwhile waits until it is done."""
+        with stopping.deferred(), self._lock:
             if self.closed:
                 return
             try:
@@ -166,7 +168,7 @@ class MultiOutput(Output):
 
     def close(self) -> None:
         """Close every output (each goes all-off first), even when an earlier one fails."""
-        with self._lock:
+        with stopping.deferred(), self._lock:
             if self.closed:
                 return
             self.closed = True

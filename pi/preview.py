@@ -161,6 +161,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pi preview",
                                 description="Write a self-contained HTML preview of a song's "
                                             "light show: open it in a browser.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     p.add_argument("song", help="a wav/flac/ogg/mp3 file")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", metavar="DIR", help="model bundle (default: models/default)")
@@ -171,6 +172,8 @@ def main(argv=None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
     from pi.decode import AudioFileError
 
     out = Path(args.out) if args.out else Path(Path(args.song).stem + ".html")

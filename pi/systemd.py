@@ -6,7 +6,6 @@ from a terminal, in tests and under ``Type=notify``.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 
 __all__ = ["notify", "ready", "stopping", "status", "watchdog_ping", "watchdog_interval_s",
@@ -79,14 +78,13 @@ def watchdog_interval_s() -> float | None:
     return usec / 1e6 / 2
 
 
-def _raise_system_exit(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
-def install_sigterm_handler() -> None:
-    """Make SIGTERM (what ``systemctl stop`` sends) raise SystemExit(0).
+def install_sigterm_handler() -> dict:
+    """Make SIGTERM (what ``systemctl stop`` sends) raise SystemExit(0), and SIGHUP, SIGQUIT
+    and SIGINT unwind too (pi/stopping.py maps them all); returns the previous handlers.
 
     Python's default for SIGTERM kills the process without unwinding, so `finally` blocks that
     switch the relays off would never run. As an exception it unwinds like Ctrl-C does.
     """
-    signal.signal(signal.SIGTERM, _raise_system_exit)
+    from pi import stopping
+
+    return stopping.install()
