@@ -137,21 +137,14 @@ def _centred_frames(y: np.ndarray, *, frame_length: int):
         yield f0, np.lib.stride_tricks.sliding_window_view(seg, frame_length)[::HOP]
 
 
-def onset_strength(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Spectral-flux onset strength, as ``librosa.onset.onset_strength(y=y, sr=sr)``.
+def mel_db(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """librosa's ``power_to_db(melspectrogram(y=y, sr=sr), top_db=80)`` at its defaults.
 
-    Mel power spectrogram (n_fft 2048, hop 512, periodic Hann, 128 Slaney bands), in dB with
-    ``power_to_db(ref=1, amin=1e-10, top_db=80)``, rectified lag-1 difference, mean over
-    bands, shifted right by ``lag + n_fft // (2 * hop) = 3`` hops as librosa does.
+    Mel power spectrogram (n_fft 2048, hop 512, centred with zero padding, periodic Hann,
+    128 Slaney bands) in dB with ``ref=1, amin=1e-10, top_db=80``: the input of both
+    :func:`onset_strength` and the structure metrics' MFCCs.
 
-    Parameters
-    ----------
-    y : np.ndarray [shape=(n,)]  mono float audio
-    sr : int  sample rate; the metrics are defined at 44100
-
-    Returns
-    -------
-    np.ndarray [shape=(1 + n // 512,)]  float64, one value per hop
+    Returns ``[shape=(1 + n // 512, 128)]`` float64.
     """
     y = _check_audio(y, sr)
     n_frames = 1 + len(y) // HOP
@@ -166,6 +159,28 @@ def onset_strength(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> np.ndarray:
     db *= 10.0
     # top_db is relative to the loudest cell of the whole song, hence the full spectrogram.
     np.maximum(db, db.max() - TOP_DB, out=db)
+    return db
+
+
+def onset_strength(y: np.ndarray, *, sr: int = SAMPLE_RATE,
+                   mel: np.ndarray | None = None) -> np.ndarray:
+    """Spectral-flux onset strength, as ``librosa.onset.onset_strength(y=y, sr=sr)``.
+
+    The rectified lag-1 difference of :func:`mel_db`, mean over bands, shifted right by
+    ``lag + n_fft // (2 * hop) = 3`` hops as librosa does.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)]  mono float audio
+    sr : int  sample rate; the metrics are defined at 44100
+    mel : the song's :func:`mel_db`, if already computed
+
+    Returns
+    -------
+    np.ndarray [shape=(1 + n // 512,)]  float64, one value per hop
+    """
+    db = mel_db(y, sr=sr) if mel is None else mel
+    n_frames = len(db)
     flux = np.subtract(db[LAG:], db[:-LAG])
     flux = np.maximum(flux, 0.0, out=flux).mean(axis=1)
     out = np.zeros(n_frames)
@@ -206,7 +221,7 @@ def music_end_hop(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> int:
     return int(within[-1]) if within.size else -1
 
 
-def _check_show(times_s: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_show(times_s: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     times_s = np.asarray(times_s, dtype=np.float64)
     states = np.asarray(states)
     if times_s.ndim != 1:
@@ -229,11 +244,21 @@ def _check_show(times_s: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np
     return times_s, states.astype(bool)
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     # Undefined (None) when either side is constant; np.ptp is exact where std is not.
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def hop_states(times_s: np.ndarray, on: np.ndarray, *, n_hops: int,
+               sr: int = SAMPLE_RATE) -> np.ndarray:
+    """The show at each audio hop: the last row with ``time_s <= hop time``, all off before
+    the first row. Returns ``[shape=(n_hops, n_channels)]`` bool."""
+    row = np.searchsorted(times_s, np.arange(n_hops) * HOP / sr, side="right") - 1
+    hop_on = np.zeros((n_hops, on.shape[1]), dtype=bool)
+    hop_on[row >= 0] = on[row[row >= 0]]
+    return hop_on
 
 
 def reference_signals(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, int]:
@@ -262,15 +287,13 @@ def show_metrics(y: np.ndarray, *, times_s: np.ndarray, states: np.ndarray,
     ``toggles_per_s``, ``min_run_ms``, ``entropy_bits``, ``tail_off``, ``music_end_s``,
     ``duration_s``; ``None`` marks an undefined value (see the module docstring).
     """
-    times_s, on = _check_show(times_s, states)
+    times_s, on = check_show(times_s, states)
     onset, end = reference if reference is not None else reference_signals(y, sr=sr)
     n_hops, n_ch = onset.size, on.shape[1]
     duration_s = len(y) / sr
     hop_t = np.arange(n_hops) * HOP / sr
 
-    row = np.searchsorted(times_s, hop_t, side="right") - 1
-    hop_on = np.zeros((n_hops, n_ch), dtype=bool)
-    hop_on[row >= 0] = on[row[row >= 0]]
+    hop_on = hop_states(times_s, on, n_hops=n_hops, sr=sr)
 
     changed = on.copy()  # the first row is compared with all-off
     changed[1:] ^= on[:-1]
@@ -291,7 +314,7 @@ def show_metrics(y: np.ndarray, *, times_s: np.ndarray, states: np.ndarray,
     cum = np.concatenate([[0], np.cumsum(changed.sum(axis=1))])
     lo = np.searchsorted(times_s, t, side="left")
     hi = np.searchsorted(times_s, t + FLUX_WINDOW_S, side="left")
-    out["fluxCorr"] = _pearson(onset[:end + 1], (cum[hi] - cum[lo]).astype(np.float64))
+    out["fluxCorr"] = pearson(onset[:end + 1], (cum[hi] - cum[lo]).astype(np.float64))
 
     music = hop_on[:end + 1]
     duty = music.mean(axis=0)

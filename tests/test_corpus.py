@@ -74,8 +74,8 @@ def test_the_music_ends_at_music_end_s(ending, seed):
     assert len(after) >= SR // 2
     assert PEAK * 0.99 <= np.abs(y).max() <= PEAK + 1e-3, "peak near -3 dBFS, no clipping"
     if ending == "fade":
-        music, gain, noise, end2 = corpus._song_parts(seconds=12.0, seed=seed, ending=ending,
-                                                      sample_rate=SR)
+        music, gain, noise, end2, _ = corpus._song_parts(seconds=12.0, seed=seed,
+                                                         ending=ending, sample_rate=SR)
         assert end2 == end and noise is None
         k = np.abs(y).max() / np.abs(music * gain).max()
         assert np.allclose(y, music * gain * k, atol=1e-6)
@@ -161,6 +161,7 @@ def test_cli_writes_the_demo_song(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and "song_00_fade.wav" in lines[0]
     assert sorted(p.name for p in out.iterdir()) == ["annotations.csv", "corpus.json",
+                                                     "song_00_fade.stems.json",
                                                      "song_00_fade.wav"]
 
 

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.stems import STEMS_SUFFIX, render_midi_corpus, write_stems
+
 ENDINGS = ("fade", "quiet_tail", "hard_stop")
 GENERATOR_VERSION = 1  # bump when the sound changes, so corpora on disk are regenerated
 PEAK_DBFS = -3.0
@@ -213,27 +215,40 @@ def synth_song(*, seconds: float, seed: int, ending: str,
     The music times the ending gain is scaled to peak at -3 dBFS, then (``quiet_tail``) the
     room noise is added. See the module docstring for how ``music_end_s`` is defined.
     """
-    music, gain, noise, end = _song_parts(seconds=seconds, seed=seed, ending=ending,
-                                          sample_rate=sample_rate)
+    y, end_s, _ = synth_song_with_stems(seconds=seconds, seed=seed, ending=ending,
+                                        sample_rate=sample_rate)
+    return y, end_s
+
+
+def synth_song_with_stems(*, seconds: float, seed: int, ending: str, sample_rate: int = 44100
+                          ) -> tuple[np.ndarray, float, dict[str, list[float]]]:
+    """:func:`synth_song`, and each instrument's note starts in seconds (``kick``, ``snare``,
+    ``hats``, ``bass``, ``pad``, ``lead``): the stems that stemF is judged against."""
+    music, gain, noise, end, onsets = _song_parts(seconds=seconds, seed=seed, ending=ending,
+                                                  sample_rate=sample_rate)
     y = music * gain
     y *= np.float32(10 ** (PEAK_DBFS / 20) / max(float(np.abs(y).max()), 1e-9))
     if noise is not None:
         y += noise
-    return y, end / sample_rate
+    return y, end / sample_rate, onsets
 
 
 def _song_parts(*, seconds: float, seed: int, ending: str, sample_rate: int):
-    """(unscaled music, ending gain, room noise or None, music end sample)."""
+    """(unscaled music, ending gain, room noise or None, music end sample, onsets): the
+    onsets are each instrument's note starts in seconds before the music end."""
     _check(seconds, ending, sample_rate, seed)
     sr, rng = sample_rate, np.random.default_rng(seed)
     n, tempo, end, fade_start = _timing(rng, seconds, ending, sr)
     render_end = n if ending == "fade" else end  # no note starts after this sample
     buf = np.zeros(n, np.float32)
+    onsets: dict[str, list[float]] = {}  # stem -> note start times, as MIDI would give them
 
-    def add(start: int, x: np.ndarray, level: float) -> None:
+    def add(start: int, x: np.ndarray, level: float, stem: str) -> None:
         if 0 <= start < render_end:
             x = x[: n - start]
             buf[start: start + len(x)] += level * x
+            if start < end:
+                onsets.setdefault(stem, []).append(start / sr)
 
     key, scale = int(rng.integers(45, 57)), (_MAJOR, _MINOR)[rng.integers(2)]
     midi = lambda base, d: base + 12 * (d // 7) + scale[d % 7]
@@ -250,20 +265,20 @@ def _song_parts(*, seconds: float, seed: int, ending: str, sample_rate: int):
         g, root = st["gain"], st["prog"][j % 4]
         vel = lambda: g * rng.uniform(0.8, 1.0)
         if j == 0 and st["crash"] and b > 0:
-            add(at(b, 0), crash, 0.35 * g)
+            add(at(b, 0), crash, 0.35 * g, "hats")
         for s in range(16):
             if st["kick"] and st["kick"][s] == "x":
-                add(at(b, s), kick, 0.9 * vel())
+                add(at(b, s), kick, 0.9 * vel(), "kick")
             if st["snare"] and st["snare"][s] == "x":
-                add(at(b, s), snare, 0.7 * vel())
+                add(at(b, s), snare, 0.7 * vel(), "snare")
             if st["hat"] and st["hat"][s] == "x":
-                add(at(b, s), hat, (0.3 if s % 4 == 0 else 0.2) * vel())
+                add(at(b, s), hat, (0.3 if s % 4 == 0 else 0.2) * vel(), "hats")
         if st["hat"] and st["open_hat"]:
-            add(at(b, 14), open_hat, 0.2 * vel())
+            add(at(b, 14), open_hat, 0.2 * vel(), "hats")
         nxt = bars[b + 1][0] if b + 1 < len(bars) else kind
         if last and st["snare"] and nxt != kind:  # a fill into the next section
             for s in (12, 13, 14, 15):
-                add(at(b, s), snare, (0.35 + 0.1 * (s - 12)) * vel())
+                add(at(b, s), snare, (0.35 + 0.1 * (s - 12)) * vel(), "snare")
         if st["bass"]:
             hits = [s for s in range(16) if st["bass"][s] == "x"] + [16]
             for s, s_next in zip(hits, hits[1:]):
@@ -271,20 +286,20 @@ def _song_parts(*, seconds: float, seed: int, ending: str, sample_rate: int):
                 m = int((s_next - s) * step * 0.9)
                 f = _hz(midi(key - 12, d))
                 x = (0.7 * _osc("sine", f, m, sr) + 0.4 * _osc(st["bass_wave"], f, m, sr))
-                add(at(b, s), x * _env(m, sr, 0.005, 0.15, 0.6, 0.03), 0.5 * vel())
+                add(at(b, s), x * _env(m, sr, 0.005, 0.15, 0.6, 0.03), 0.5 * vel(), "bass")
         if st["pad"]:
             m = int(16 * step + 0.25 * sr)
             degrees = (0, 2, 4, 6) if st["seventh"] else (0, 2, 4)
             env = _env(m, sr, 0.08 if kind == "chorus" else 0.3, 0.6, 0.8, 0.25)
             x = sum(_osc(st["pad"], _hz(midi(key + 12, root + d)), m, sr) for d in degrees)
-            add(at(b, 0), x * env, 0.6 * g / len(degrees))
+            add(at(b, 0), x * env, 0.6 * g / len(degrees), "pad")
         if st["lead"]:
             voice = _pluck if st["lead"] == "pluck" else _bell
             notes = st["motif"] + [(16, 0)]
             for (s, d), (s_next, _) in zip(notes, notes[1:]):
                 m = int(min((s_next - s) * step + 0.3 * sr, 1.2 * sr))
                 add(at(b, s), voice(_hz(midi(key + 24, root + d)), m, sr, st["bright"]),
-                    0.28 * vel())
+                    0.28 * vel(), "lead")
 
     gain = np.ones(n, np.float32)
     if ending == "fade":
@@ -296,7 +311,7 @@ def _song_parts(*, seconds: float, seed: int, ending: str, sample_rate: int):
         gain[end - ramp: end] = np.linspace(1.0, 0.0, ramp + 1)[1:]
         gain[end:] = 0.0
     noise = _room_noise(n, sr, rng) if ending == "quiet_tail" else None
-    return buf, gain, noise, end
+    return buf, gain, noise, end, onsets
 
 
 # ---------------------------------------------------------------------------- corpus on disk
@@ -313,7 +328,8 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def generate_corpus(out_dir, *, n_songs: int = 12, seconds: float = 40.0, seed: int = 0,
                     sample_rate: int = 44100) -> list[SongSpec]:
-    """Write ``song_XX_<ending>.wav`` (16-bit PCM), ``annotations.csv`` (``file,end_seconds``)
+    """Write ``song_XX_<ending>.wav`` (16-bit PCM) with its ``song_XX_<ending>.stems.json``
+    (each instrument's onsets, see :mod:`training.stems`), ``annotations.csv`` (``file,end_seconds``)
     and ``corpus.json`` (the parameters of each file) into ``out_dir``; return the specs.
 
     Idempotent: a song whose file exists with the parameters recorded in ``corpus.json`` (and
@@ -343,18 +359,22 @@ def generate_corpus(out_dir, *, n_songs: int = 12, seconds: float = 40.0, seed: 
                   "ending": ending, "sample_rate": sample_rate}
         n, tempo, end, _ = _timing(np.random.default_rng(song_seed), seconds, ending, sample_rate)
         prev = old.get(name)
-        if not (path.is_file() and prev == {"params": params, "bytes": path.stat().st_size}):
-            samples, _ = synth_song(seconds=seconds, seed=song_seed, ending=ending,
-                                    sample_rate=sample_rate)
+        stems = path.with_name(path.stem + STEMS_SUFFIX)
+        if not (path.is_file() and stems.is_file()
+                and prev == {"params": params, "bytes": path.stat().st_size}):
+            samples, _, onsets = synth_song_with_stems(seconds=seconds, seed=song_seed,
+                                                       ending=ending, sample_rate=sample_rate)
             tmp = path.with_name(name + ".tmp")
             sf.write(str(tmp), samples, sample_rate, subtype="PCM_16", format="WAV")
             os.replace(tmp, path)
+            write_stems(stems, onsets)
         entries[name] = {"params": params, "bytes": path.stat().st_size}
         specs.append(SongSpec(path=path, seconds=n / sample_rate, music_end_s=end / sample_rate,
                               ending=ending, tempo_bpm=tempo, seed=song_seed))
     for name in old:  # songs written earlier that are no longer part of this corpus
         if name not in entries and "/" not in name and name.startswith("song_"):
             (out / name).unlink(missing_ok=True)
+            (out / (Path(name).stem + STEMS_SUFFIX)).unlink(missing_ok=True)
     rows = io.StringIO()
     writer = csv.writer(rows, lineterminator="\n")
     writer.writerow(["file", "end_seconds"])
@@ -369,11 +389,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training corpus",
                                      description="Generate a seeded synthetic music corpus.")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--midi-dir", default=None,
+                        help="render these MIDI files (fluidsynth, TimGM6mb) with their stems "
+                             "instead of generating songs, e.g. "
+                             "/usr/share/games/openttd/baseset/openmsx")
     parser.add_argument("--songs", type=int, default=12, help="number of songs (default 12)")
     parser.add_argument("--seconds", type=float, default=40.0, help="song length (default 40)")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
     parser.add_argument("--sample-rate", type=int, default=44100)
     args = parser.parse_args(argv)
+    if args.midi_dir:
+        wavs = render_midi_corpus(args.midi_dir, args.out)
+        for wav in wavs:
+            print(wav)
+        return 0 if wavs else 1
     try:
         specs = generate_corpus(args.out, n_songs=args.songs, seconds=args.seconds,
                                 seed=args.seed, sample_rate=args.sample_rate)

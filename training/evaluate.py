@@ -1,4 +1,5 @@
-"""Evaluation: render songs through a show and score them with the show metrics."""
+"""Evaluation: render songs through a show and score them with the show metrics and the
+structure metrics (stemF where the song's stems are known)."""
 from __future__ import annotations
 
 import json
@@ -10,17 +11,40 @@ import numpy as np
 
 from pi.bundle import DEFAULT_BUNDLE, BundleError, load_bundle
 from pi.decode import AudioFileError
-from pi.metrics import reference_signals, show_metrics
-from pi.render import render_blocks, render_song
+from pi.metrics import mel_db, music_end_hop, onset_strength, show_metrics
+from pi.render import Timeline, render_blocks, render_song
 from pi.show import Show, make_show
+from pi.structure import audio_ssm, structure_metrics
+from training.stems import StemsError, load_stems, sidecar
 
 HEADLINE = ("fluxCorr", "dead", "corr_max", "toggles_per_s", "min_run_ms", "entropy_bits",
-            "tail_off")
+            "tail_off", "ssmCorr", "ssmLift", "stemF", "stemLift")
 
 
-def evaluate_songs(paths, make: Callable[[], Show]) -> dict:
-    """Per-song show metrics and their mean; ``make`` builds a fresh show for each song.
-    A song that cannot be decoded is listed under ``skipped`` with the reason."""
+def song_reference(audio: np.ndarray) -> dict:
+    """The audio's side of every metric, computed once per song (one mel spectrogram)."""
+    mel = mel_db(audio)
+    end = music_end_hop(audio)
+    return {"show": (onset_strength(audio, mel=mel), end),
+            "structure": (audio_ssm(audio, mel=mel, end_hop=end), end)}
+
+
+def score(audio: np.ndarray, timeline: Timeline, *, reference: dict | None = None,
+          stems: dict | None = None) -> dict:
+    """Show metrics and structure metrics of one rendered song."""
+    ref = reference or song_reference(audio)
+    out = show_metrics(audio, times_s=timeline.times_s, states=timeline.states,
+                       reference=ref["show"])
+    out.update(structure_metrics(audio, times_s=timeline.times_s, states=timeline.states,
+                                 stems=stems, reference=ref["structure"]))
+    return out
+
+
+def evaluate_songs(paths, make: Callable[[], Show], *,
+                   stems: dict[str, dict] | None = None) -> dict:
+    """Per-song metrics and their mean; ``make`` builds a fresh show for each song, ``stems``
+    maps a song's path to its stems. A song that cannot be decoded is listed under
+    ``skipped`` with the reason."""
     per_song, skipped = {}, {}
     for path in paths:
         try:
@@ -28,24 +52,40 @@ def evaluate_songs(paths, make: Callable[[], Show]) -> dict:
         except AudioFileError as exc:
             skipped[str(path)] = str(exc)
             continue
-        per_song[str(path)] = show_metrics(audio, times_s=timeline.times_s,
-                                           states=timeline.states)
+        per_song[str(path)] = score(audio, timeline, stems=(stems or {}).get(str(path)))
     return {"mean": mean_metrics(per_song.values()), "songs": per_song, "skipped": skipped}
 
 
 def evaluate_audio(songs: dict[str, np.ndarray], make: Callable[[], Show], *,
-                   references: dict | None = None) -> dict:
+                   references: dict | None = None, stems: dict[str, dict] | None = None
+                   ) -> dict:
     """Like :func:`evaluate_songs` for songs already decoded to mono at 44.1 kHz;
-    ``references`` caches each song's :func:`pi.metrics.reference_signals` across calls."""
+    ``references`` caches each song's :func:`song_reference` across calls."""
     per_song = {}
     for name, audio in songs.items():
         timeline = render_blocks([audio], make())
         ref = None
         if references is not None:
-            ref = references.setdefault(name, reference_signals(audio))
-        per_song[name] = show_metrics(audio, times_s=timeline.times_s, states=timeline.states,
-                                      reference=ref)
+            if name not in references:
+                references[name] = song_reference(audio)
+            ref = references[name]
+        per_song[name] = score(audio, timeline, reference=ref,
+                               stems=(stems or {}).get(name))
     return {"mean": mean_metrics(per_song.values()), "songs": per_song}
+
+
+def stems_for(songs: list[Path], given: list[str] | None) -> dict[str, dict]:
+    """Each song's stems: the ``--stems`` files in song order, else a ``<song>.stems.json``
+    beside the song where one exists."""
+    if given and len(given) != len(songs):
+        raise StemsError(f"--stems: expected one file per song ({len(songs)}), found "
+                         f"{len(given)}")
+    out = {}
+    for i, song in enumerate(songs):
+        path = Path(given[i]) if given else sidecar(song)
+        if given or path.is_file():
+            out[str(song)] = load_stems(path)
+    return out
 
 
 def mean_metrics(metrics) -> dict:
@@ -68,11 +108,21 @@ def main(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m training evaluate",
-                                 description="Print the show metrics of a bundle as JSON.")
+                                 description="Print the show and structure metrics of a bundle as JSON.")
     ap.add_argument("--model", default=None, help="bundle folder (default: the shipped one)")
     ap.add_argument("--mapper", choices=("model", "bands"), default="model")
+    ap.add_argument("--stems", action="append", metavar="FILE",
+                    help="a song's stems for stemF: a MIDI file or a JSON of {stem: [onset "
+                         "seconds]}; give one per song, in order (default: <song>.stems.json "
+                         "beside each song, where it exists)")
     ap.add_argument("songs", nargs="+")
     args = ap.parse_args(argv)
+    songs = [Path(s) for s in args.songs]
+    try:
+        stems = stems_for(songs, args.stems)
+    except StemsError as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
     if args.mapper == "model":
         # The daemon falls back to bands on a bad bundle; an evaluation must not silently
         # score something other than what was asked for.
@@ -81,8 +131,8 @@ def main(argv=None) -> int:
         except BundleError as exc:
             print(f"evaluate: {exc}", file=sys.stderr)
             return 2
-    result = evaluate_songs([Path(s) for s in args.songs],
-                            lambda: make_show(model=args.model, mapper=args.mapper))
+    result = evaluate_songs(songs, lambda: make_show(model=args.model, mapper=args.mapper),
+                            stems=stems)
     print(json.dumps(result, indent=2))
     for path, reason in result["skipped"].items():
         print(f"evaluate: skipped {reason}", file=sys.stderr)

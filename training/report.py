@@ -9,10 +9,12 @@ import numpy as np
 HEADLINE = (("mse_vs_pca", "MSE / PCA-8", "{:.2f}"), ("fluxCorr", "fluxCorr", "{:.2f}"),
             ("dead", "dead", "{:.1f}"), ("corr_max", "corr_max", "{:.2f}"),
             ("toggles_per_s", "toggles/s", "{:.2f}"), ("min_run_ms", "min run ms", "{:.0f}"),
-            ("entropy_bits", "entropy bits", "{:.2f}"), ("tail_off", "tail off", "{:.2f}"))
+            ("entropy_bits", "entropy bits", "{:.2f}"), ("tail_off", "tail off", "{:.2f}"),
+            ("ssmCorr", "ssmCorr", "{:.2f}"), ("ssmLift", "ssmLift", "{:.2f}"),
+            ("stemF", "stemF", "{:.2f}"), ("stemLift", "stemLift", "{:.2f}"))
 GOALS = {"fluxCorr": "≥ 0.30", "dead": "0", "corr_max": "≤ 0.70", "toggles_per_s": "≤ 3.0",
          "min_run_ms": "≥ 100", "entropy_bits": "≥ 5.0", "tail_off": "≥ 0.95",
-         "mse_vs_pca": "< 1"}
+         "mse_vs_pca": "≤ 0.85", "ssmCorr": "≥ 0.55", "stemLift": "≥ 0.20"}
 
 
 def _plt():

@@ -19,6 +19,7 @@ from pi.render import render_blocks
 from pi.show import BandsShow, Show
 from training import corpus, end_detector, ingest
 from training.evaluate import evaluate_audio
+from training.stems import load_stems, sidecar
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = ROOT / ".cache" / "demo-corpus"
@@ -101,6 +102,9 @@ def run(args) -> dict:
     pca = fit_pca(x_train, k=args.bottleneck)
     mse_pca = pca_mse(x_val, *pca)
     val_audio = {Path(s.path).name: read_song(s.path) for s in val}
+    # Songs with known stems (the demo corpus, MIDI renders) are also scored on stemF.
+    val_stems = {Path(s.path).name: load_stems(sidecar(s.path)) for s in val
+                 if sidecar(s.path).is_file()}
     print(f"PCA-{args.bottleneck} validation MSE {mse_pca:.4f}; training on {len(x_train)} "
           f"frames, validating on {len(x_val)}")
 
@@ -114,7 +118,7 @@ def run(args) -> dict:
         enc = NumpyEncoder(*specs_weights, n_inputs=params.n_bins)
         mapping = MappingParams.calibrate(enc(x_tr[:: max(1, len(x_tr) // 50000)]))
         make = candidate_show(enc, norm, mapping, params)
-        metrics = evaluate_audio(val_audio, make, references=references)
+        metrics = evaluate_audio(val_audio, make, references=references, stems=val_stems)
         results[label] = {"val_mse": mse, "mse_vs_pca": mse / mse_pca,
                           "epochs": len(res.history.get("loss", [])),
                           "train_seconds": round(res.seconds, 1), **metrics["mean"]}
@@ -136,7 +140,8 @@ def run(args) -> dict:
                 ("ablation: seed architecture", "seed", {})):
             train_and_score(label, kind, small, epochs, **cfg)
     results["bands (LightShowPi-style)"] = evaluate_audio(
-        val_audio, lambda: BandsShow(n_channels=args.bottleneck), references=references)["mean"]
+        val_audio, lambda: BandsShow(n_channels=args.bottleneck), references=references,
+        stems=val_stems)["mean"]
     _print_row("bands", results["bands (LightShowPi-style)"])
 
     notes = [f"Corpus: {source}; {summary['n_songs']} songs, {summary['total_minutes']:.1f} "
@@ -233,7 +238,9 @@ def _print_row(label: str, r: dict) -> None:
           f"{_fmt(r['fluxCorr'], '5.2f')}  dead {_fmt(r['dead'], '3.1f')}  corr_max "
           f"{_fmt(r['corr_max'], '4.2f')}  toggles/s {_fmt(r['toggles_per_s'], '4.2f')}  "
           f"min run {_fmt(r['min_run_ms'], '5.0f')} ms  entropy "
-          f"{_fmt(r['entropy_bits'], '4.2f')}  tail off {_fmt(r['tail_off'], '4.2f')}")
+          f"{_fmt(r['entropy_bits'], '4.2f')}  tail off {_fmt(r['tail_off'], '4.2f')}  "
+          f"ssmCorr {_fmt(r.get('ssmCorr'), '5.2f')}  stemF {_fmt(r.get('stemF'), '4.2f')}  "
+          f"stemLift {_fmt(r.get('stemLift'), '5.2f')}")
 
 
 def main(argv=None) -> int:
