@@ -67,8 +67,19 @@ def sha256_file(path: Path) -> str:
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Load and validate a bundle folder, or raise :class:`BundleError`."""
+    """Load and validate a bundle folder, or raise :class:`BundleError` (also for a folder
+    or file the service user may not read, so the daemon falls back instead of failing)."""
     path = Path(path)
+    try:
+        return _load(path)
+    except OSError as exc:
+        where = exc.filename or path
+        raise BundleError(f"{where}: expected a readable bundle, found "
+                          f"{exc.strerror or exc} (the service runs as user lightshow: "
+                          f"folders need mode 755, files 644)") from exc
+
+
+def _load(path: Path) -> Bundle:
     manifest_path, npz_path = path / MANIFEST_NAME, path / NPZ_NAME
     for p in (manifest_path, npz_path):
         if not p.is_file():
@@ -149,6 +160,7 @@ def write_bundle(dest: str | Path, *, manifest: dict, arrays: dict[str, np.ndarr
         if extra is not None:
             extra(tmp)
         load_bundle(tmp)  # a bundle that cannot be loaded never replaces a good one
+        _make_readable(tmp)
         for f in tmp.iterdir():
             if f.is_file():
                 with open(f, "rb") as fh:
@@ -164,3 +176,11 @@ def write_bundle(dest: str | Path, *, manifest: dict, arrays: dict[str, np.ndarr
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes the folder 0700: the service user (not the trainer) could not read the
+    bundle. Folders 0755, files 0644, as `cp` under the usual umask would give."""
+    folder.chmod(0o755)
+    for p in folder.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)

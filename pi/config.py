@@ -247,6 +247,10 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: expected valid TOML, found a syntax error: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; e.g. a Latin-1 editor's "ü"
+        raise ConfigError(f"{path}: expected UTF-8 text (TOML), found byte "
+                          f"0x{exc.object[exc.start]:02x} at offset {exc.start}; save the "
+                          f"file as UTF-8") from None
     try:
         return Config.from_dict(data)
     except ConfigError as exc:

@@ -43,6 +43,8 @@ def iter_song_blocks(path: str | Path, *, sample_rate: int = SAMPLE_RATE,
                 yield out
     except (RuntimeError, sf.LibsndfileError) as exc:
         raise AudioFileError(f"{path}: decoding failed part-way: {exc}") from exc
+    except ValueError as exc:  # to_mono: NaN or inf samples (a float file can hold them)
+        raise AudioFileError(str(exc)) from exc
     tail = resampler(np.zeros(0, np.float32), last=True)
     if len(tail):
         yield tail

@@ -38,11 +38,32 @@ class FeatureParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureParams":
+        if not isinstance(d, dict):
+            raise ValueError(f"feature_params: expected a JSON object, found {d!r}")
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"feature params: expected keys {sorted(cls.__dataclass_fields__)}, "
                              f"found unknown {sorted(unknown)}")
-        return cls(**d)
+        # A bundle is data from elsewhere: 0 or a string here would surface as a
+        # ZeroDivisionError or TypeError deep in the feature path instead of a fallback.
+        for key, lo, hi in (("sample_rate", 8000, 192000), ("n_fft", 64, 16384),
+                            ("hop", 1, 16384)):
+            v = d.get(key, getattr(cls, key))
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"feature_params.{key}: expected an integer from {lo} to "
+                                 f"{hi}, found {v!r}")
+        n_fft, hop = d.get("n_fft", N_FFT), d.get("hop", HOP)
+        if hop > n_fft:
+            raise ValueError(f"feature_params.hop: expected at most n_fft = {n_fft}, found {hop}")
+        floor = d.get("db_floor", DB_FLOOR)
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) \
+                or not -300 <= floor < 0:
+            raise ValueError(f"feature_params.db_floor: expected a number from -300 to below "
+                             f"0 dB, found {floor!r}")
+        if d.get("window", "hann-periodic") != "hann-periodic":
+            raise ValueError(f"feature_params.window: expected 'hann-periodic', found "
+                             f"{d.get('window')!r}")
+        return cls(**dict(d, db_floor=float(floor)))
 
 
 DEFAULT_PARAMS = FeatureParams()

@@ -88,20 +88,21 @@ class BandsShow(Show):
 
 
 def make_show(*, model: str | Path | None = None, mapper: str = "model",
-              n_channels: int = 8, **mapper_options) -> Show:
+              n_channels: int | None = None, **mapper_options) -> Show:
     """The configured show; a bad, missing or mismatched bundle logs why and falls back to
-    bands. ``mapper_options``: ``overrides``, ``hold_s``, ``silence_db`` for the mapper."""
+    bands. ``mapper_options``: ``overrides``, ``hold_s``, ``silence_db`` for the mapper.
+    ``n_channels=None`` (render, preview, evaluate): as many as the bundle has, else 8."""
     if mapper == "bands":
-        return BandsShow(n_channels=n_channels, **mapper_options)
+        return BandsShow(n_channels=n_channels or 8, **mapper_options)
     if mapper != "model":
         raise ValueError(f"mapper: expected 'model' or 'bands', found {mapper!r}")
     path = Path(model) if model else DEFAULT_BUNDLE
     try:
         bundle = load_bundle(path)
-        if bundle.n_channels != n_channels:
+        if n_channels is not None and bundle.n_channels != n_channels:
             raise BundleError(f"{path}: expected a model with {n_channels} channels, found "
                               f"{bundle.n_channels}")
     except BundleError as exc:
         log.error("model bundle unusable, falling back to the bands mapper: %s", exc)
-        return BandsShow(n_channels=n_channels, **mapper_options)
+        return BandsShow(n_channels=n_channels or 8, **mapper_options)
     return ModelShow(bundle, **mapper_options)
