@@ -217,6 +217,10 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", parents=[common], help="check a config file")
     config_opt(c)
     c.set_defaults(func=cmd_check_config)
+
+    from pi.cli_panel import add_commands  # ctl and web: pi/cli_panel.py
+
+    add_commands(sub, common, config_opt)
     return p
 
 

@@ -18,6 +18,9 @@ from pi.config_values import (BCM_PINS, DMX_SLOTS, MAX_CHANNELS, ConfigError,  #
                               _addresses, _bool, _channels, _choice, _device, _fail, _int,
                               _ipv4, _list, _latency, _no_duplicates, _num, _pwm, _source_name,
                               _str, _strings, check_bcm_pins)
+from pi.config_panel import CHECKS as PANEL_CHECKS
+from pi.config_panel import ControlConfig, ScheduleConfig, WebConfig
+from pi.config_panel import check_cross as _check_panel
 
 SOURCES = ("line-in", "playlist", "file", "sacn")
 MAPPERS = ("model", "bands")
@@ -104,6 +107,9 @@ class Config:
     show: ShowConfig = field(default_factory=ShowConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
     sacn_source: SACNSourceConfig = field(default_factory=SACNSourceConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
@@ -190,11 +196,13 @@ _CHECKS = {
     "sacn_source.port": lambda k, v: _int(k, v, 1, 65535),
     "sacn_source.interface": lambda k, v: _ipv4(k, v, keyword=""),
     "sacn_source.multicast": _bool,
+    **PANEL_CHECKS,
 }
 
 
 def _check_cross(cfg: Config) -> None:
     """Constraints between keys, after each key is valid on its own."""
+    _check_panel(cfg)
     n = cfg.show.channels
     for name in ("invert", "always_on", "always_off"):
         for ch in getattr(cfg.show, name):

@@ -19,7 +19,7 @@ from collections import deque
 
 import numpy as np
 
-from pi import stopping, systemd
+from pi import control, stopping, systemd
 from pi.config import Config, sacn_addresses
 from pi.features import StreamingFeatures
 from pi.mapping import ChannelOverrides
@@ -140,6 +140,8 @@ class Daemon:
         self._t_next = 0.0  # show time where a reopened source carries on
         self._ready = False
         self._heart = _Heartbeat()
+        # Status, commands, show hours: pi/control.py (wraps self.outputs).
+        self.control = control.attach(self, config)
 
     def run(self) -> int:
         previous = stopping.install()  # SIGTERM/INT/HUP/QUIT unwind to the finally below
@@ -147,8 +149,9 @@ class Daemon:
                  self.show.name if self.show else "from sACN", self.config.show.channels,
                  ", ".join(self.config.outputs.enabled), self.source.name)
         try:
+            self.control.open()
             self.outputs.open()
-            return self._loop()
+            return self._loop() or self.control.hub.exit_code
         except PlaylistError as exc:
             log.error("%s", exc)
             return 1
@@ -160,6 +163,7 @@ class Daemon:
                 self.outputs.close()  # all off, recorded, GPIO released
                 self._heart.log_counters(self.source, final=True)
                 log.info("stopped after %d frames; lamps off", self.frames)
+                self.control.close()
                 stopping.restore(previous)  # for callers that live on (tests, embedding)
 
     def _ready_once(self) -> None:
@@ -169,6 +173,8 @@ class Daemon:
 
     def _loop(self) -> int:
         while not self.stop.is_set():
+            if self.control.hold():  # stopped, outside show hours, or a relay test
+                continue
             try:
                 self.source.open()
             except DeviceError as exc:
@@ -203,6 +209,8 @@ class Daemon:
         t_base, ended_at, flowing = self._t_next, None, False
         while not self.stop.is_set():
             self._heart.beat(self.source)
+            if self.control.tick():
+                return False
             now, wait = time.monotonic(), MAX_WAIT_S
             while pending:
                 due = self.source.when(pending[0][0])
@@ -251,6 +259,8 @@ class Daemon:
         t0 = time.monotonic()
         while not self.stop.is_set():
             self._heart.beat(self.source)
+            if self.control.tick():
+                return False
             levels = self.source.read(MAX_WAIT_S)
             if levels is LOST:
                 self.outputs.all_off()

@@ -115,6 +115,13 @@ class Source:
         return {"overflows": self.overflows, "underflows": self.underflows,
                 "xruns": self.xruns}
 
+    def skip_song(self) -> None:
+        """With the source closed: the next open() starts the next song (control's `next`)."""
+        feed = getattr(self, "feed", None)
+        if feed is not None:
+            feed.skip()
+        self._next = None
+
     def __enter__(self) -> "Source":
         self.open()
         return self
@@ -145,6 +152,23 @@ class SongFeed:
         self._played = 0  # songs in this round that gave at least one block
         self._counted = False
         self._idle_until = -math.inf
+        self._songs: list[Path] = []  # this round's songs, for upcoming()
+        self.song_samples = 0         # decoded so far of the current song
+
+    @property
+    def position_s(self) -> float:
+        return self.song_samples / self.sample_rate
+
+    def upcoming(self) -> Path | None:
+        """The song after the current one in this round (None at a round's end)."""
+        try:
+            i = self._songs.index(self.song)
+        except ValueError:
+            return None
+        return self._songs[i + 1] if i + 1 < len(self._songs) else None
+
+    def skip(self) -> None:
+        self._blocks = None
 
     def restart_song(self, sample_rate: int) -> None:
         """Decode the current song again from its start, at a new rate (after the device
@@ -152,6 +176,7 @@ class SongFeed:
         self.sample_rate = int(sample_rate)
         if self.song is not None and self._blocks is not None:
             self._blocks = self._decode(self.song)
+            self.song_samples = 0
 
     def _decode(self, song: Path):
         return iter_song_blocks(song, sample_rate=self.sample_rate,
@@ -171,10 +196,12 @@ class SongFeed:
                 else:
                     if not self._counted:
                         self._played, self._counted = self._played + 1, True
+                    self.song_samples += len(block)
                     return self.song, block
             song = next(self._round, None)
             if song is not None:
                 self.song, self._blocks, self._counted = song, self._decode(song), False
+                self.song_samples = 0
                 continue
             if self.clock() < self._idle_until:
                 return None
@@ -196,6 +223,7 @@ class SongFeed:
                 self.song = None
                 return END
             self._round, self._in_round, self._played = iter(songs), True, 0
+            self._songs = list(songs)
 
 
 class FileSource(Source):
