@@ -14,8 +14,8 @@ from typing import Any
 
 # The checkers are package-private helpers; ConfigError, check_bcm_pins and the limits are
 # public and imported from here by the rest of pi/.
-from pi.config_values import (BCM_PINS, DMX_SLOTS, MAX_CHANNELS, ConfigError,  # noqa: F401
-                              _addresses, _bool, _channels, _choice, _device, _fail, _int,
+from pi.config_values import (BCM_PINS, DMX_SLOTS, MAX_CHANNELS, RELAY_DEFAULTS,  # noqa: F401
+                              RELAY_KINDS, ConfigError, _addresses, _auto_int, _bool, _channels, _choice, _device, _fail, _int,
                               _ipv4, _list, _latency, _no_duplicates, _num, _pwm, _source_name,
                               _str, _strings, check_bcm_pins)
 from pi.config_panel import CHECKS as PANEL_CHECKS
@@ -62,6 +62,10 @@ class RPiGPIOConfig:
     active_low: bool = True
     channels: tuple[int, ...] = ()
     pwm_hz: int = 0
+    relay: str = "mechanical"
+    max_toggles_per_s: int | str = "auto"
+    rated_switchings: int | str = "auto"
+    switch_counts: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,11 @@ _CHECKS = {
     "outputs.rpigpio.active_low": _bool,
     "outputs.rpigpio.channels": _channels,
     "outputs.rpigpio.pwm_hz": _pwm,
+    "outputs.rpigpio.relay": lambda k, v: _choice(k, v, RELAY_KINDS),
+    "outputs.rpigpio.max_toggles_per_s": _auto_int(1, 50, " switchings per second"),
+    "outputs.rpigpio.rated_switchings": _auto_int(0, 10**12, " (0: not counted against)"),
+    "outputs.rpigpio.switch_counts": lambda k, v: _str(k, v, 'a JSON file path, "auto", or '
+                                                       '"" for no counting'),
     "outputs.sacn.universe": lambda k, v: _int(k, v, 1, 63999),
     "outputs.sacn.start_address": lambda k, v: _int(k, v, 1, DMX_SLOTS, " (a DMX address)"),
     "outputs.sacn.channels": _channels,
@@ -224,6 +233,10 @@ def _check_cross(cfg: Config) -> None:
                 f"show.channels = {n}")
         raise ConfigError(f"outputs.rpigpio.pins: expected one pin per channel ({what}), "
                           f"found {len(g.pins)} pins")
+    if g.pwm_hz and g.relay == "mechanical":
+        raise ConfigError(f"outputs.rpigpio.pwm_hz = {g.pwm_hz}: software PWM would chatter "
+                          f'mechanical relays to death; expected relay = "ssr" (solid-state '
+                          f"or MOSFET boards) with PWM, or pwm_hz = 0")
     o = cfg.outputs.sacn
     last = o.start_address + len(o.channels or range(n)) - 1
     if "sacn" in cfg.outputs.enabled and last > DMX_SLOTS:
@@ -300,6 +313,7 @@ def check_config(path: str | Path | None) -> str:
             lines.append(f"  output:  rpigpio, {level}{pwm}, BCM pins "
                          + " ".join(f"ch{c}=GPIO{p}" for c, p in
                                     zip(g.channels or range(1, s.channels + 1), g.pins)))
+            lines += _wear_summary(cfg)
         elif name == "sacn":
             d = o.sacn
             chans = d.channels or tuple(range(1, s.channels + 1))
@@ -326,3 +340,26 @@ def check_config(path: str | Path | None) -> str:
 def sacn_addresses(cfg: Config) -> tuple[int, ...]:
     """The DMX address each channel follows with the sacn source (1, 2, ... by default)."""
     return cfg.sacn_source.addresses or tuple(range(1, cfg.show.channels + 1))
+
+
+def relay_limits(cfg: Config) -> tuple[int, int]:
+    """``(max_toggles_per_s, rated_switchings)``: the keys, or the relay kind's defaults."""
+    g = cfg.outputs.rpigpio
+    d = RELAY_DEFAULTS[g.relay]
+    return (d["max_toggles_per_s"] if g.max_toggles_per_s == "auto" else g.max_toggles_per_s,
+            d["rated_switchings"] if g.rated_switchings == "auto" else g.rated_switchings)
+
+
+def _wear_summary(cfg: Config) -> list[str]:
+    from pi.wear import counts_path, wear_lines  # stdlib only, like this module
+
+    g, n = cfg.outputs.rpigpio, cfg.show.channels
+    max_toggles, rated = relay_limits(cfg)
+    lines = [f"  relays:  {g.relay}, at most {max_toggles} switchings per second per channel"
+             + (f", rated {rated} switchings" if rated else "")]
+    path = counts_path(g.switch_counts)
+    if path is None:
+        lines.append("  wear:    not counted (outputs.rpigpio.switch_counts)")
+        return lines
+    chans = list(zip(g.channels or range(1, n + 1), (f"GPIO{p}" for p in g.pins)))
+    return lines + wear_lines(path, chans, rated)

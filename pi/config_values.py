@@ -12,6 +12,15 @@ MAX_CHANNELS = 16
 BCM_PINS = range(0, 28)  # the 40-pin header's GPIO 0..27 on every Pi since the B+
 DMX_SLOTS = 512
 
+# `outputs.rpigpio.relay` picks these defaults. A cheap mechanical relay is rated for about
+# 10^5 switchings at its rated load; at 3 a second its budget lasts a season, not a week.
+# Solid-state relays do not wear by switching; 20 a second is as fast as a lamp reads.
+RELAY_KINDS = ("mechanical", "ssr")
+MECHANICAL_MAX_TOGGLES_PER_S = 3
+RELAY_DEFAULTS = {"mechanical": {"max_toggles_per_s": MECHANICAL_MAX_TOGGLES_PER_S,
+                                 "rated_switchings": 100_000},
+                  "ssr": {"max_toggles_per_s": 20, "rated_switchings": 0}}
+
 
 class ConfigError(Exception):
     """A config that cannot be used; the message names the key and what was expected."""
@@ -163,3 +172,14 @@ def _pwm(key: str, v: Any) -> int:
     if v == 0:
         return 0
     return _int(key, v, 50, 2000, " Hz, or 0 for plain on/off")
+
+
+def _auto_int(lo: int, hi: int, what: str):
+    """"auto" (the relay kind's default) or an integer in range."""
+    def check(key: str, v: Any) -> int | str:
+        if v == "auto":
+            return v
+        if isinstance(v, str):
+            raise _fail(key, f'"auto" or an integer from {lo} to {hi}{what}', v)
+        return _int(key, v, lo, hi, what + ' or "auto"')
+    return check

@@ -20,7 +20,7 @@ from collections import deque
 import numpy as np
 
 from pi import control, stopping, systemd
-from pi.config import Config, sacn_addresses
+from pi.config import Config, relay_limits, sacn_addresses
 from pi.features import StreamingFeatures
 from pi.mapping import ChannelOverrides
 from pi.outputs import Output, make_outputs
@@ -47,7 +47,7 @@ def show_from_config(config: Config) -> Show:
     s = config.show
     return make_show(model=config.model.path or None, mapper=config.model.mapper,
                      n_channels=s.channels, overrides=_overrides(s), hold_s=s.hold_ms / 1000,
-                     silence_db=s.silence_db)
+                     silence_db=s.silence_db, max_toggles_per_s=relay_limits(config)[0])
 
 
 def make_source(config: Config, *, rate: int, realtime: bool = False,
@@ -57,7 +57,8 @@ def make_source(config: Config, *, rate: int, realtime: bool = False,
         r, s = config.sacn_source, config.show
         return SACNSource(universe=r.universe, addresses=sacn_addresses(config), port=r.port,
                           interface=r.interface, multicast=r.multicast, timeout_s=r.timeout_s,
-                          hold_s=s.hold_ms / 1000, overrides=_overrides(s))
+                          hold_s=s.hold_ms / 1000, overrides=_overrides(s),
+                          max_toggles_per_s=relay_limits(config)[0])
     offset_s = 0.0 if config.show.latency_ms == "auto" else config.show.latency_ms / 1000
     if a.source == "line-in":
         from pi.linein import LineInSource

@@ -14,10 +14,13 @@ import re
 import sys
 import types
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pi.config import ConfigError, check_bcm_pins
 from pi.outputs import Output, OutputError
+
+if TYPE_CHECKING:
+    from pi.wear import SwitchCounter
 
 MODEL_PATH = "/proc/device-tree/model"
 
@@ -52,7 +55,7 @@ class RPiGPIOOutput(Output):
     name = "rpigpio"
 
     def __init__(self, pins: Sequence[int], *, active_low: bool, pwm_hz: int = 0,
-                 model_path: str | Path = MODEL_PATH):
+                 model_path: str | Path = MODEL_PATH, counter: "SwitchCounter | None" = None):
         try:
             self.pins = check_bcm_pins(list(pins), "rpigpio pins")
         except ConfigError as exc:
@@ -65,6 +68,8 @@ class RPiGPIOOutput(Output):
         self.gpio: types.ModuleType | None = None
         self._levels: list[int] | None = None
         self._set_up: list[int] = []
+        self.counter = counter  # pi/wear.py: each relay's switchings, kept across restarts
+        self._states = (False,) * len(self.pins)
 
     def board_model(self) -> str:
         try:
@@ -129,9 +134,15 @@ class RPiGPIOOutput(Output):
         """Duty cycle in percent of the time the pin is high."""
         return 100.0 * (1.0 - level if self.active_low else level)
 
+    def _count(self, states: tuple[bool, ...]) -> None:
+        if self.counter is not None:
+            self.counter.count(self._states, states)
+        self._states = states
+
     def _apply(self, states, levels, t) -> None:
         if not self._pwms:
             return self._write(states, t)
+        self._count(states)
         if levels is None:  # on/off only (all_off, the wiring test): full or nothing
             levels = tuple(1.0 if on else 0.0 for on in states)
         for pwm, level in zip(self._pwms, levels):
@@ -141,6 +152,7 @@ class RPiGPIOOutput(Output):
         if self._pwms:
             return self._apply(states, None, t)
         assert self.gpio is not None and self._levels is not None
+        self._count(states)
         force = t is None  # all_off() writes every pin, whatever we believe they are
         for i, (pin, on) in enumerate(zip(self.pins, states)):
             level = self._on if on else self._off
@@ -149,7 +161,11 @@ class RPiGPIOOutput(Output):
                 self._levels[i] = level
 
     def _release(self) -> None:
-        self._cleanup()
+        try:
+            self._cleanup()
+        finally:
+            if self.counter is not None:
+                self.counter.flush()  # at exit, as well as every minute
 
     def _cleanup(self) -> None:
         # cleanup() turns the pins back into inputs; a floating input drives neither kind of

@@ -285,7 +285,8 @@ def make_outputs(spec_list: Sequence[str], config: Config | None = None) -> Mult
 
             g = config.outputs.rpigpio
             outputs.append(some(RPiGPIOOutput(g.pins, active_low=g.active_low,
-                                              pwm_hz=g.pwm_hz), g.channels))
+                                              pwm_hz=g.pwm_hz, counter=_counter(config)),
+                                g.channels))
         elif name == "sacn":
             from pi.sacn_output import SACNOutput
 
@@ -305,6 +306,18 @@ def make_outputs(spec_list: Sequence[str], config: Config | None = None) -> Mult
             raise OutputError(f"outputs: unknown output {name!r}; expected one of "
                               f"rpigpio, sacn, terminal, mock")
     return MultiOutput(outputs)
+
+
+def _counter(config: Config):
+    """The relays' persistent switch counter (pi/wear.py), or None when not counting."""
+    from pi.config import relay_limits
+    from pi.wear import SwitchCounter, counts_path
+
+    g = config.outputs.rpigpio
+    path = counts_path(g.switch_counts)
+    if path is None:
+        return None
+    return SwitchCounter(path, [f"GPIO{p}" for p in g.pins], rated=relay_limits(config)[1])
 
 
 def _register(out: Output) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 from pi import e131
 from pi.mapping import ChannelOverrides
 from pi.sources import DeviceError, Source
+from pi.toggle_guard import ToggleGuard
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class SACNSource(Source):
                  interface: str = "", multicast: bool = True,
                  timeout_s: float = e131.DATA_LOSS_S, hold_s: float = 0.1,
                  overrides: ChannelOverrides | None = None,
+                 max_toggles_per_s: int | None = None,
                  clock: Callable[[], float] = time.monotonic):
         super().__init__(rate=0)
         self.universe, self.port, self.interface = universe, port, interface
@@ -86,6 +88,9 @@ class SACNSource(Source):
         self._shown: np.ndarray | None = None  # what read() last returned (after overrides)
         self._changed_at = np.full(self.n, -math.inf)
         self._free_at = math.inf               # when a held-back change may go through
+        # Whoever sends, each relay keeps the strict switch limit (pi/toggle_guard.py).
+        self.guard = (ToggleGuard(self.n, max_per_s=max_toggles_per_s, hold_s=hold_s)
+                      if max_toggles_per_s else None)
         self.status = f"waiting for sACN on universe {universe}"
 
     # --- socket ------------------------------------------------------------------------------
@@ -208,6 +213,9 @@ class SACNSource(Source):
             # Lamps off at once, whatever the hold: that is what data loss means. The relays
             # that were on have just switched, so the hold starts again for them.
             self._changed_at[self._held >= ON_LEVEL] = now
+            if self.guard is not None:  # switched off regardless: still switchings
+                for c in np.flatnonzero(self._held >= ON_LEVEL):
+                    self.guard.switched(c, now)
             self._held = self._shown = None
             self.status = f"lamps off: no sACN sender on universe {self.universe}"
             log.warning("sACN: no sender left on universe %d; lamps off", self.universe)
@@ -231,9 +239,16 @@ class SACNSource(Source):
         read() when it may go through)."""
         flips = (wanted >= ON_LEVEL) != (held >= ON_LEVEL)
         early = flips & (now - self._changed_at < self.hold_s - 1e-9)
+        free = self._changed_at + self.hold_s
+        if self.guard is not None:
+            for c in np.flatnonzero(flips & ~early):
+                if self.guard.may_switch(c, now):
+                    self.guard.switched(c, now)
+                else:
+                    early[c] = True
+                    free[c] = self.guard.free_at(c)
         self._changed_at[flips & ~early] = now
-        self._free_at = (float(np.min(self._changed_at[early])) + self.hold_s
-                         if early.any() else math.inf)
+        self._free_at = float(np.min(free[early])) if early.any() else math.inf
         return np.where(early, held, wanted)
 
     def _apply_overrides(self, levels: np.ndarray) -> np.ndarray:

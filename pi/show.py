@@ -12,7 +12,9 @@ import numpy as np
 
 from pi.bundle import DEFAULT_BUNDLE, Bundle, BundleError, load_bundle
 from pi.features import DEFAULT_PARAMS, FeatureParams
+from pi.config_values import MECHANICAL_MAX_TOGGLES_PER_S
 from pi.mapping import MappingParams, ShowMapper
+from pi.toggle_guard import ToggleGuard
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ class Show:
     """``process(frames_db, times_s) -> (states, activations)``, frame after frame."""
 
     name = "show"
+    guard: ToggleGuard | None = None  # the per-channel switch limit, after the mapper
 
     def __init__(self, mapper: ShowMapper, feature_params: FeatureParams):
         self.mapper = mapper
@@ -37,6 +40,7 @@ class Show:
         """``[shape=(k, 513)]`` frames -> ``[shape=(k, n_channels)]`` states and activations."""
         acts = self.activations(frames_db)
         states = self.mapper.run(acts, frames_db, times_s=times_s)
+        states = self.guard.apply(states, times_s) if self.guard else states
         return states, acts
 
     def process_levels(self, frames_db: np.ndarray, times_s: np.ndarray):
@@ -45,6 +49,7 @@ class Show:
         acts = self.activations(frames_db)
         levels = np.zeros(acts.shape)
         states = self.mapper.run(acts, frames_db, times_s=times_s, levels=levels)
+        states = self.guard.apply(states, times_s, levels) if self.guard else states
         return states, levels
 
 
@@ -88,10 +93,22 @@ class BandsShow(Show):
 
 
 def make_show(*, model: str | Path | None = None, mapper: str = "model",
-              n_channels: int | None = None, **mapper_options) -> Show:
+              n_channels: int | None = None,
+              max_toggles_per_s: int | None = MECHANICAL_MAX_TOGGLES_PER_S,
+              **mapper_options) -> Show:
     """The configured show; a bad, missing or mismatched bundle logs why and falls back to
     bands. ``mapper_options``: ``overrides``, ``hold_s``, ``silence_db`` for the mapper.
-    ``n_channels=None`` (render, preview, evaluate): as many as the bundle has, else 8."""
+    ``n_channels=None`` (render, preview, evaluate): as many as the bundle has, else 8.
+    ``max_toggles_per_s``: the strict per-channel limit (pi/toggle_guard.py); None: none."""
+    show = _make_show(model=model, mapper=mapper, n_channels=n_channels, **mapper_options)
+    if max_toggles_per_s is not None:
+        show.guard = ToggleGuard(show.n_channels, max_per_s=max_toggles_per_s,
+                                 hold_s=getattr(show.mapper, "hold_s",
+                                                mapper_options.get("hold_s") or 0.0))
+    return show
+
+
+def _make_show(*, model, mapper, n_channels, **mapper_options) -> Show:
     if mapper == "bands":
         return BandsShow(n_channels=n_channels or 8, **mapper_options)
     if mapper != "model":

@@ -1,0 +1,205 @@
+"""Relay wear: the strict per-channel switch limit after the show logic (pi/toggle_guard.py),
+the relay kinds and their defaults, and the persistent switch counter (pi/wear.py)."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import types
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pi.config import Config, ConfigError, check_config, relay_limits
+from pi.features import SAMPLE_RATE
+from pi.render import render_blocks
+from pi.show import make_show
+from pi.toggle_guard import ToggleGuard
+from pi.wear import SwitchCounter, read_counts
+
+WINDOW = 1.0
+
+
+def _switch_times(states: np.ndarray, times: np.ndarray) -> list[np.ndarray]:
+    """Per channel, the times at which the state changed (from all-off at the start)."""
+    s = np.vstack([np.zeros((1, states.shape[1]), bool), states])
+    return [times[np.flatnonzero(s[1:, c] != s[:-1, c])] for c in range(states.shape[1])]
+
+
+def _max_in_any_window(t: np.ndarray, window: float = WINDOW) -> int:
+    """The most switchings in any half-open window (x - window, x]."""
+    if not len(t):
+        return 0
+    return int(max(np.sum((t > x - window) & (t <= x)) for x in t))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 6), st.floats(0.0, 0.3),
+       st.lists(st.tuples(st.floats(0.001, 0.4), st.lists(st.booleans(), min_size=3,
+                                                            max_size=3)),
+                min_size=1, max_size=120))
+def test_guard_is_strict_for_any_input_and_never_loses_the_final_state(max_per_s, hold_s,
+                                                                       steps):
+    dt = np.array([d for d, _ in steps])
+    times = np.cumsum(dt)
+    wanted = np.array([s for _, s in steps], bool)
+    # After the input, hold its last state for long enough that any wait is over.
+    tail = times[-1] + np.arange(1, 40) * 0.05
+    times = np.concatenate([times, tail])
+    wanted = np.vstack([wanted, np.repeat(wanted[-1:], len(tail), axis=0)])
+    guard = ToggleGuard(3, max_per_s=max_per_s, hold_s=hold_s)
+    out = np.vstack([guard.apply(wanted[i:i + 7], times[i:i + 7])
+                     for i in range(0, len(times), 7)])  # in blocks, as the daemon calls it
+    for c, t in enumerate(_switch_times(out, times)):
+        assert _max_in_any_window(t) <= max_per_s, (c, t)
+        assert np.all(np.diff(t) >= hold_s - 1e-9)
+    prev = np.vstack([np.zeros((1, 3), bool), out[:-1]])
+    assert np.all((out == prev) | (out == wanted))  # it only ever follows the show, late
+    assert np.array_equal(out[-1], wanted[-1])  # deferred, never dropped
+
+
+def test_dimmer_levels_follow_the_guarded_states():
+    guard = ToggleGuard(1, max_per_s=1)
+    wanted = np.array([[True], [False], [True], [False]])
+    levels = np.array([[0.7], [0.0], [0.9], [0.0]])
+    out = guard.apply(wanted, np.array([0.0, 0.1, 0.2, 1.5]), levels)
+    assert out[:, 0].tolist() == [True, True, True, False]  # the off waits out the second
+    assert levels[:, 0].tolist() == [0.7, 0.7, 0.9, 0.0]
+
+
+def test_steady_440_hz_tone_keeps_every_channel_at_3_per_second():
+    """Issue 13 item 6: on this tone one channel toggled 7.45 times a second."""
+    t = np.arange(30 * SAMPLE_RATE) / SAMPLE_RATE
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    for mapper in ("model", "bands"):
+        tl = render_blocks([tone[i:i + 4096] for i in range(0, len(tone), 4096)],
+                           make_show(mapper=mapper))
+        for c, sw in enumerate(_switch_times(tl.states, tl.times_s)):
+            assert _max_in_any_window(sw) <= 3, (mapper, c, len(sw) / 30)
+
+
+def test_relay_kinds_set_the_defaults_and_forbid_pwm_on_mechanical_relays():
+    assert relay_limits(Config()) == (3, 100_000)
+    ssr = Config.from_dict({"outputs": {"rpigpio": {"relay": "ssr", "pwm_hz": 200}}})
+    assert relay_limits(ssr) == (20, 0)
+    own = Config.from_dict({"outputs": {"rpigpio": {"max_toggles_per_s": 2,
+                                                    "rated_switchings": 50_000}}})
+    assert relay_limits(own) == (2, 50_000)
+    with pytest.raises(ConfigError, match='pwm_hz = 200: software PWM would chatter '
+                                          'mechanical relays to death; expected relay = "ssr"'):
+        Config.from_dict({"outputs": {"rpigpio": {"pwm_hz": 200}}})
+    with pytest.raises(ConfigError, match=r'outputs\.rpigpio\.relay: expected one of '
+                                          r'"mechanical", "ssr", found string "reed"'):
+        Config.from_dict({"outputs": {"rpigpio": {"relay": "reed"}}})
+    with pytest.raises(ConfigError, match=r'max_toggles_per_s: expected "auto" or an integer '
+                                          r'from 1 to 50'):
+        Config.from_dict({"outputs": {"rpigpio": {"max_toggles_per_s": "fast"}}})
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_counter_persists_flushes_each_minute_and_warns_at_80_percent(tmp_path, caplog):
+    path, clock = tmp_path / "counts.json", Clock()
+    c = SwitchCounter(path, ["GPIO17", "GPIO18"], rated=10, clock=clock)
+    for _ in range(3):
+        c.count([False, False], [True, False])
+        c.count([True, False], [False, False])
+    assert not path.exists()  # not yet a minute
+    clock.t = 61.0
+    with caplog.at_level(logging.WARNING):
+        c.count([False, False], [True, True])  # GPIO17's 7th, then the minute's flush
+        c.count([True, True], [False, True])  # its 8th: 80% of 10
+    assert read_counts(path) == {"GPIO17": 7, "GPIO18": 1}  # as of the flush, not later
+    assert "relay on GPIO17 has switched 8 times, 80% of its rated 10" in caplog.text
+    c.flush()  # at exit
+    assert read_counts(path) == {"GPIO17": 8, "GPIO18": 1}
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic: no temporary file left
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = SwitchCounter(path, ["GPIO17", "GPIO18"], rated=10, clock=clock)
+    assert again.counts == {"GPIO17": 8, "GPIO18": 1}  # across a restart
+    assert "GPIO17 has switched 8 times" in caplog.text  # and warned at start
+
+
+def test_a_damaged_count_file_is_kept_and_counting_goes_on(tmp_path, caplog):
+    path = tmp_path / "counts.json"
+    path.write_text('{"format": 1, "switchings": {"GPIO17": -5}}')
+    with caplog.at_level(logging.ERROR):
+        c = SwitchCounter(path, ["GPIO17"])
+    assert c.counts == {"GPIO17": 0}
+    assert (tmp_path / "counts.json.damaged").exists()
+    assert "expected {\"GPIO17\": count, ...}" in caplog.text
+
+
+@pytest.fixture
+def gpio(monkeypatch):
+    from tests.test_channels import _fake_gpio
+
+    fake = _fake_gpio()
+    rpi = types.ModuleType("RPi")
+    rpi.GPIO = fake
+    monkeypatch.setitem(sys.modules, "RPi", rpi)
+    monkeypatch.setitem(sys.modules, "RPi.GPIO", fake)
+    return fake
+
+
+def test_the_daemon_counts_each_pin_change_and_check_config_shows_it(gpio, tmp_path):
+    from pi.daemon import run
+    from training.corpus import synth_song
+
+    import soundfile as sf
+
+    y, _ = synth_song(seconds=6.0, seed=4, ending="hard_stop")
+    sf.write(tmp_path / "song.wav", y, SAMPLE_RATE)
+    counts = tmp_path / "state" / "counts.json"
+    toml = tmp_path / "config.toml"
+    toml.write_text(f'[audio]\nsource = "file"\nplaylist = ["{tmp_path / "song.wav"}"]\n'
+                    f'[model]\nmapper = "bands"\n'
+                    f'[outputs.rpigpio]\nswitch_counts = "{counts}"\nrated_switchings = 1000\n')
+    from pi.config import load_config
+
+    for _ in range(2):  # a restart adds to the counts
+        assert run(load_config(toml)) == 0
+    changes: dict[int, int] = {}
+    level: dict[int, int] = {}
+    for call in gpio.calls:
+        if call[0] == "setup":
+            level[call[1]] = call[2]
+        elif call[0] == "output" and call[2] != level[call[1]]:
+            level[call[1]] = call[2]
+            changes[call[1]] = changes.get(call[1], 0) + 1
+    got = read_counts(counts)
+    assert got == {f"GPIO{p}": changes.get(p, 0) for p in Config().outputs.rpigpio.pins}
+    assert sum(got.values()) > 10
+    text = check_config(toml)
+    assert "relays:  mechanical, at most 3 switchings per second per channel, rated 1000" in text
+    n1 = got["GPIO17"]
+    assert f"ch1 (GPIO17): {n1}, {100 * n1 / 1000:.1f}% of its life" in text
+
+
+def test_a_flickering_sacn_sender_cannot_wear_out_a_following_relay():
+    from pi import e131
+    from pi.sacn_source import ON_LEVEL, SACNSource
+
+    clock = Clock()
+    src = SACNSource(universe=1, addresses=[1], port=0, multicast=False, hold_s=0.05,
+                     max_toggles_per_s=3, clock=clock)
+    shown, cid = [], b"F" * 16
+    for i in range(200):  # 20 switchings a second for 10 s
+        clock.t = i * 0.05
+        src.take(e131.build(cid=cid, universe=1, slots=bytes([255 * (i % 2)]),
+                            sequence=i), clock.t)
+        out = src._update(clock.t)
+        if out is not None:
+            shown.append((clock.t, bool(out[0] >= ON_LEVEL)))
+    states = [False] + [on for _, on in shown]
+    times = np.array([t for (t, _), a, b in zip(shown, states, states[1:]) if a != b])
+    assert _max_in_any_window(times) <= 3
+    assert len(times) >= 25  # it still follows, at the limit
