@@ -33,6 +33,7 @@ from pi.render import Timeline, render_song
 from pi.show import make_show
 
 TEMPLATE = "preview_template.html"
+YARD_JS = "yard.js"  # the yard drawing, shared with the web panel
 WRITE_BLOCK = 32768  # libsndfile 1.2's Vorbis encoder crashes on one whole-song write
 HEADLINE = ("fluxCorr", "dead", "corr_max", "toggles_per_s", "min_run_ms", "entropy_bits",
             "tail_off")
@@ -120,7 +121,9 @@ def build_html(*, song: str, model: str, timeline: Timeline, audio: np.ndarray,
             "metrics": {k: _finite(v) for k, v in metrics.items()},
             "headline": list(HEADLINE), "timeline": encode_timeline(timeline, sample_rate)}
     template = resources.files("pi").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    yard = resources.files("pi").joinpath(YARD_JS).read_text(encoding="utf-8")
     page = _fill(template, {"TITLE": html.escape(f"{song} · lightshow preview"),
+                            "YARD_JS": yard,
                             "DATA": _script_json(data),
                             "AUDIO": "data:audio/ogg;base64,"
                                      + base64.b64encode(ogg).decode("ascii")})
