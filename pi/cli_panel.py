@@ -60,9 +60,13 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if args.action == "set-password":
-        from pi.web.auth import read_new_password, write_password_file
+        from pi.web.auth import PasswordError, read_new_password, write_password_file
 
-        password = read_new_password(stdin=args.password_stdin)
+        try:
+            password = read_new_password(stdin=args.password_stdin)
+        except PasswordError as exc:
+            print(f"lightshow web set-password: {exc}", file=sys.stderr)
+            return 2
         path = write_password_file(config.web.password_file, password)
         print(f"password set: its salted scrypt hash is in {path}; restart the panel "
               f"(sudo systemctl restart lightshow-web) if it runs")

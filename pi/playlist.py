@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from pi.decode import find_songs
+from pi.music_order import apply_order
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def read_m3u(path: str | Path) -> list[Path]:
 
 
 def expand(entries: Sequence[str | Path], *, _depth: int = 0) -> list[Path]:
-    """Songs for files, folders (recursively, sorted) and .m3u lists, in the given order.
+    """Songs for files, folders (recursively, sorted, or in the order the web panel keeps in
+    the folder's playlist-order.m3u) and .m3u lists, in the given order.
     Entries that do not exist are logged and skipped."""
     songs: list[Path] = []
     for entry in map(Path, entries):
@@ -57,7 +59,8 @@ def expand(entries: Sequence[str | Path], *, _depth: int = 0) -> list[Path]:
         try:
             # A file listed explicitly is taken whatever its suffix (soundfile reads more than
             # the usual ones); one it cannot decode is skipped with a log line when it comes up.
-            songs += find_songs(entry)
+            found = find_songs(entry)
+            songs += apply_order(entry, found) if entry.is_dir() else found
         except FileNotFoundError as exc:
             log.warning("playlist: %s", exc)
     return songs
