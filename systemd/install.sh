@@ -76,12 +76,13 @@ else
     fi
 fi
 
-# --- the venv: only the runtime extra (numpy, sounddevice, soundfile, soxr), never TensorFlow.
+# --- the venv: only the runtime extras (numpy, sounddevice, soundfile, soxr; the panel's
+# Starlette and uvicorn), never TensorFlow.
 # Editable, so pi/ runs from $PREFIX and finds the shipped models/ beside it. System site
 # packages stay visible so Debian's GPIO packages can stand in if pip cannot build one.
 say "venv $VENV"
 [[ -x "$DESTDIR$VENV/bin/python" ]] || sys python3 -m venv --system-site-packages "$VENV"
-sys "$VENV/bin/pip" install --quiet --editable "${PREFIX}[pi]"
+sys "$VENV/bin/pip" install --quiet --editable "${PREFIX}[pi,web]"
 
 # --- the GPIO library: RPi.GPIO cannot drive a Pi 5 (RP1 chip); rpi-lgpio provides the same
 # RPi.GPIO module on top of /dev/gpiochip and works on every model.
@@ -108,7 +109,11 @@ esac
 # /opt is read-only to the service (ProtectSystem=strict): compile now, not on every start.
 sys "$VENV/bin/python" -m compileall -q "$PREFIX/pi"
 
-# --- config: the user's file is theirs; only a missing one is created ---
+# --- config: the user's file is theirs; only a missing one is created. The folder is
+# root:lightshow 0775 so that the panel (user lightshow) can replace config.toml atomically.
+run mkdir -p "$DESTDIR$CONFDIR"
+run chmod 0775 "$DESTDIR$CONFDIR"
+sys chgrp "$SERVICE_USER" "$CONFDIR"
 if [[ -e "$DESTDIR$CONFDIR/config.toml" ]]; then
     say "config $CONFDIR/config.toml exists: kept as is (defaults: $PREFIX/systemd/config.toml)"
 else
@@ -120,13 +125,18 @@ say "music folder $STATEDIR/music"
 run mkdir -p "$DESTDIR$STATEDIR/music"
 sys chown -R "$SERVICE_USER:$SERVICE_USER" "$STATEDIR"
 
-# --- the unit ---
-say "unit $UNITDIR/lightshow.service"
-run install -D -m 0644 "$SRC/systemd/lightshow.service" "$DESTDIR$UNITDIR/lightshow.service"
+# --- the units: the show and its web panel ---
+UNITS=(lightshow.service lightshow-web.service)
+for unit in "${UNITS[@]}"; do
+    say "unit $UNITDIR/$unit"
+    run install -D -m 0644 "$SRC/systemd/$unit" "$DESTDIR$UNITDIR/$unit"
+done
 sys systemctl daemon-reload
-sys systemctl enable lightshow.service
-sys systemctl try-restart lightshow.service  # an upgrade takes effect if it was running
+sys systemctl enable "${UNITS[@]}"
+sys systemctl try-restart "${UNITS[@]}"  # an upgrade takes effect if they were running
 
-say "done. Check the config, then start:"
+say "done. Check the config, set the panel's password, then start:"
 echo "    $VENV/bin/lightshow check-config --config $CONFDIR/config.toml"
-echo "    sudo systemctl start lightshow && journalctl -u lightshow -f"
+echo "    sudo $VENV/bin/lightshow web set-password --config $CONFDIR/config.toml"
+echo "    sudo systemctl start lightshow lightshow-web && journalctl -u lightshow -f"
+echo "    then open http://$(hostname 2>/dev/null || echo '<pi>'):8080/ on a phone"

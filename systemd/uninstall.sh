@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Remove the lightshow service and /opt/lightshow: `sudo make uninstall`. Safe to run again.
+# Remove the lightshow services (the show and its web panel) and /opt/lightshow: `sudo make uninstall`. Safe to run again.
 # Keeps /etc/lightshow (your config), /var/lib/lightshow (your music) and the lightshow user.
 #
 #   --dry-run         print what would be done, change nothing
@@ -24,17 +24,25 @@ case "$PREFIX" in
     *) echo "uninstall.sh: expected an absolute PREFIX, found '$PREFIX'" >&2; exit 2 ;;
 esac
 
-UNIT="$DESTDIR$UNITDIR/lightshow.service"
+UNITS=(lightshow-web.service lightshow.service)
 # Stopping runs the service's own shutdown, which switches every relay off.
 if [[ -z "$DESTDIR" ]] && command -v systemctl >/dev/null; then
-    say "stopping and disabling lightshow.service"
-    run systemctl disable --now lightshow.service 2>/dev/null || true
+    for unit in "${UNITS[@]}"; do
+        say "stopping and disabling $unit"
+        run systemctl disable --now "$unit" 2>/dev/null || true
+    done
 fi
-if [[ -e "$UNIT" ]]; then
-    say "removing $UNITDIR/lightshow.service"
-    run rm -f "$UNIT"
+removed=0
+for unit in "${UNITS[@]}"; do
+    if [[ -e "$DESTDIR$UNITDIR/$unit" ]]; then
+        say "removing $UNITDIR/$unit"
+        run rm -f "$DESTDIR$UNITDIR/$unit"
+        removed=1
+    fi
+done
+if (( removed )); then
     sys systemctl daemon-reload
-    sys systemctl reset-failed lightshow.service 2>/dev/null || true
+    sys systemctl reset-failed "${UNITS[@]}" 2>/dev/null || true
 fi
 if [[ -e "$DESTDIR$PREFIX" ]]; then
     say "removing $PREFIX"

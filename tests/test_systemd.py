@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ from pi.outputs import MockOutput
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "lightshow.service"
+WEB_UNIT = ROOT / "systemd" / "lightshow-web.service"
 MAX_EXPOSURE = 3.0
 
 
@@ -118,9 +120,9 @@ def test_sigterm_in_a_real_process_switches_relays_off(tmp_path, notify_socket):
 
 # --- the unit file ---------------------------------------------------------------------------
 
-def _unit_settings() -> dict[str, list[str]]:
+def _unit_settings(unit: Path = UNIT) -> dict[str, list[str]]:
     settings: dict[str, list[str]] = {}
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith(("#", ";", "[")):
             key, _, value = line.partition("=")
@@ -148,17 +150,32 @@ def test_unit_file_essentials():
     assert "Overall exposure level" in UNIT.read_text()
 
 
-def test_unit_exposure_is_at_most_3():
+@pytest.mark.parametrize("unit", [UNIT, WEB_UNIT], ids=lambda p: p.name)
+def test_unit_exposure_is_at_most_3(unit):
     exe = shutil.which("systemd-analyze")
     if exe is None:
         pytest.skip("systemd-analyze not installed (apt-get install systemd)")
-    proc = subprocess.run([exe, "security", "--offline=true", str(UNIT)],
+    proc = subprocess.run([exe, "security", "--offline=true", str(unit)],
                           capture_output=True, text=True, timeout=60)
     if "--offline" in proc.stderr and "unrecognized" in proc.stderr:
         pytest.skip("systemd-analyze too old for --offline (needs systemd >= 250)")
     m = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", proc.stdout)
     assert m, proc.stdout + proc.stderr
     assert float(m.group(1)) <= MAX_EXPOSURE, proc.stdout
+
+
+def test_web_unit_essentials():
+    s = _unit_settings(WEB_UNIT)
+    assert s["ExecStart"] == ["/opt/lightshow/.venv/bin/lightshow web "
+                              "--config /etc/lightshow/config.toml"]
+    assert s["User"] == ["lightshow"] and s["Group"] == ["lightshow"]  # the socket's group
+    assert "SupplementaryGroups" not in s  # no gpio, no audio: the panel drives nothing
+    assert s["PrivateDevices"] == ["yes"] and s["MemoryDenyWriteExecute"] == ["yes"]
+    assert s["ReadWritePaths"] == ["/etc/lightshow"] and s["StateDirectory"] == ["lightshow"]
+    assert s["CapabilityBoundingSet"] == [""] and s["NoNewPrivileges"] == ["yes"]
+    d = _unit_settings(UNIT)
+    assert d["RuntimeDirectory"] == ["lightshow"]  # /run/lightshow/control.sock
+    assert d["RuntimeDirectoryMode"] == ["0750"] and d["RestartForceExitStatus"] == ["75"]
 
 
 # --- install / uninstall ---------------------------------------------------------------------
@@ -182,8 +199,12 @@ def _run(script: Path, *args: str, **env: str) -> str:
 def test_install_into_destdir_is_idempotent_and_keeps_config(tmp_path):
     root = tmp_path / "root"
     out = _run(SCRIPTS[0], DESTDIR=str(root), LIGHTSHOW_MODEL_FILE="/nonexistent")
-    assert "skipped (DESTDIR): systemctl enable lightshow.service" in out
+    assert "skipped (DESTDIR): systemctl enable lightshow.service lightshow-web.service" in out
     unit = root / "etc/systemd/system/lightshow.service"
+    web_unit = root / "etc/systemd/system/lightshow-web.service"
+    assert web_unit.read_text() == WEB_UNIT.read_text()
+    assert (root / "opt/lightshow/pi/web/static/index.html").is_file()
+    assert stat.S_IMODE((root / "etc/lightshow").stat().st_mode) == 0o775
     config = root / "etc/lightshow/config.toml"
     assert unit.read_text() == UNIT.read_text()
     assert config.read_text() == (ROOT / "systemd/config.toml").read_text()
@@ -197,7 +218,7 @@ def test_install_into_destdir_is_idempotent_and_keeps_config(tmp_path):
     assert config.read_text() == "[show]\nhold_ms = 250\n"
 
     out = _run(SCRIPTS[1], DESTDIR=str(root))
-    assert not unit.exists() and not (root / "opt/lightshow").exists()
+    assert not unit.exists() and not web_unit.exists() and not (root / "opt/lightshow").exists()
     assert config.exists() and "Kept: /etc/lightshow" in out
     _run(SCRIPTS[1], DESTDIR=str(root))  # again: nothing left to do, still fine
 
@@ -211,8 +232,8 @@ def test_install_dry_run_picks_the_gpio_library(tmp_path, model, lib):
                PREFIX=str(tmp_path / "opt"))
     assert f"pip install --quiet {lib}" in out
     plain = out.replace("\\", "")  # undo printf %q quoting
-    assert "--editable" in plain and "/opt[pi]" in plain and "tensorflow" not in plain.lower()
-    assert "+ systemctl enable lightshow.service" in out
+    assert "--editable" in plain and "/opt[pi,web]" in plain and "tensorflow" not in plain.lower()
+    assert "+ systemctl enable lightshow.service lightshow-web.service" in out
     assert not (tmp_path / "opt").exists()  # dry run: nothing created
 
 
@@ -240,7 +261,7 @@ def test_install_real_mode_with_system_commands_stubbed(tmp_path, pip_fails):
     shims, log = tmp_path / "shims", tmp_path / "calls.log"
     shims.mkdir()
     for cmd in ("getent", "id", "groupadd", "useradd", "usermod", "dpkg-query", "apt-get",
-                "chown", "systemctl", "python3"):
+                "chown", "chgrp", "systemctl", "python3"):
         (shims / cmd).write_text(SHIM)
         (shims / cmd).chmod(0o755)
     model = tmp_path / "model"
@@ -261,17 +282,20 @@ def test_install_real_mode_with_system_commands_stubbed(tmp_path, pip_fails):
         "apt-get update -qq",
         "apt-get install -y --no-install-recommends python3-venv libportaudio2 libsndfile1",
         f"python3 -m venv --system-site-packages {venv}",
-        "pip install --quiet --editable /opt/lightshow[pi]",
+        "pip install --quiet --editable /opt/lightshow[pi,web]",
         "pip show --quiet rpi-lgpio",
         "pip install --quiet RPi.GPIO",
         *(["apt-get update -qq", "apt-get install -y --no-install-recommends python3-rpi.gpio"]
           if pip_fails else []),
         "python -m compileall -q /opt/lightshow/pi",
+        "chgrp lightshow /etc/lightshow",
         "chown -R lightshow:lightshow /var/lib/lightshow",
-        "systemctl daemon-reload", "systemctl enable lightshow.service",
-        "systemctl try-restart lightshow.service",
+        "systemctl daemon-reload", "systemctl enable lightshow.service lightshow-web.service",
+        "systemctl try-restart lightshow.service lightshow-web.service",
     ]
     assert [c for c in calls if not c.startswith(("getent", "id ", "dpkg-query"))] == expected
     assert (root / "etc/systemd/system/lightshow.service").read_text() == UNIT.read_text()
+    assert (root / "etc/systemd/system/lightshow-web.service").read_text() == \
+        WEB_UNIT.read_text()
     assert (root / "etc/lightshow/config.toml").is_file()
     assert (root / "opt/lightshow/pi/config.py").is_file()
