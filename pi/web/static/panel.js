@@ -35,7 +35,8 @@
   const loaders = { songs: loadSongs, schedule: loadSchedule, config: loadConfig, log: loadLog };
   function showTab() {
     const tab = (location.hash || "#yard").slice(1);
-    for (const s of document.querySelectorAll("section.tab")) s.hidden = s.id !== tab;
+    // Sections are "tab-NAME", so that "#NAME" does not scroll the page under the header.
+    for (const s of document.querySelectorAll("section.tab")) s.hidden = s.id !== "tab-" + tab;
     for (const a of document.querySelectorAll("nav a"))
       a.classList.toggle("here", a.getAttribute("href") === "#" + tab);
     const msg = { songs: "songs-msg", schedule: "sched-msg", config: "config-msg", log: "yard-msg" };
