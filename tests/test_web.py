@@ -320,3 +320,13 @@ def test_schedule_edit_shows_next_start_and_stop(client, setup):
     assert r.status_code == 422 and r.json()["error"].startswith("schedule.on: expected a time")
     r = client.put("/api/schedule", json={"show.hold_ms": 200}, headers=headers)
     assert r.status_code == 400
+
+
+def test_the_panel_process_stays_lean():
+    """No numpy, audio or GPIO library in the panel: decoding runs in child processes."""
+    code = ("import sys, pi.cli, pi.web.app; "
+            "print(sorted(m for m in ('numpy', 'soundfile', 'sounddevice', 'RPi', 'pi.outputs',"
+            " 'pi.decode') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
-"""``make bench``: per-frame costs, real-time factor, Keras ratio, daemon memory and start-up.
+"""``make bench``: per-frame costs, real-time factor, Keras ratio, daemon memory and start-up,
+the web panel's memory and lamp lag (training/bench_web.py).
 
 Printed figures only: speed is measured here, never asserted in tests.
 """
@@ -251,5 +252,9 @@ def main(argv=None) -> int:
         y, _ = synth_song(seconds=args.seconds, seed=3, ending="fade")
         sf.write(song, y, DEFAULT_PARAMS.sample_rate)
         for k, v in daemon_figures(model, song).items():
+            print(f"{k:44s} {v:9.2f}")
+        from training.bench_web import web_figures  # the panel (pi/web), beside the show
+
+        for k, v in web_figures(song).items():
             print(f"{k:44s} {v:9.2f}")
     return 0
