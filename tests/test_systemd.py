@@ -170,7 +170,7 @@ def test_web_unit_essentials():
                               "--config /etc/lightshow/config.toml"]
     assert s["User"] == ["lightshow"] and s["Group"] == ["lightshow"]  # the socket's group
     assert "SupplementaryGroups" not in s  # no gpio, no audio: the panel drives nothing
-    assert s["PrivateDevices"] == ["yes"] and s["MemoryDenyWriteExecute"] == ["yes"]
+    assert s["PrivateDevices"] == ["yes"] and s["MemoryDenyWriteExecute"] == ["no"]
     assert s["ReadWritePaths"] == ["/etc/lightshow"] and s["StateDirectory"] == ["lightshow"]
     assert s["CapabilityBoundingSet"] == [""] and s["NoNewPrivileges"] == ["yes"]
     d = _unit_settings(UNIT)

@@ -330,3 +330,14 @@ def test_the_panel_process_stays_lean():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_song_links_to_its_preview_page(client, setup):
+    _, music, _ = setup
+    _wav(music / "carol.wav", 3.0)
+    logged_in(client)
+    r = client.get("/songs/carol.wav/preview")
+    assert r.status_code == 200, r.text
+    assert "carol.wav" in r.text and "drawYard" in r.text
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+    assert client.get("/songs/..%2Fconfig.toml/preview").status_code == 404
