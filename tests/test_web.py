@@ -341,3 +341,15 @@ def test_a_song_links_to_its_preview_page(client, setup):
     assert "carol.wav" in r.text and "drawYard" in r.text
     assert r.headers["content-security-policy"].startswith("default-src 'none'")
     assert client.get("/songs/..%2Fconfig.toml/preview").status_code == 404
+
+
+def test_hand_edits_are_read_again_and_a_broken_file_is_reported(client, setup):
+    cfg, _, _ = setup
+    logged_in(client)
+    cfg.write_text(cfg.read_text().replace("hold_ms = 100", "hold_ms = 300"))
+    assert client.get("/api/config").json()["values"]["show.hold_ms"] == 300
+    cfg.write_text(cfg.read_text().replace("hold_ms = 300", "hold_ms = 3"))
+    d = client.get("/api/config").json()
+    assert d["error"].endswith("show.hold_ms: expected an integer from 50 to 10000 "
+                               "(milliseconds; under 50 wears out relays), found integer 3")
+    assert d["values"]["show.hold_ms"] == 300 and d["editable"] == {}

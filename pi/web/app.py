@@ -57,9 +57,15 @@ class Panel:
     def channels(self) -> int:
         return self.config.show.channels
 
-    def reload(self) -> None:
+    def reload(self) -> str | None:
+        """Read the config file again (it may have been edited by hand): None, or why the
+        file cannot be used (the panel keeps the last good one)."""
         if self.config_path is not None:
-            self.config = load_config(self.config_path)
+            try:
+                self.config = load_config(self.config_path)
+            except ConfigError as exc:
+                return str(exc)
+        return None
 
 
 def _panel(request: Request) -> Panel:
@@ -297,9 +303,10 @@ async def yard_js(request: Request) -> Response:
 
 async def get_config(request: Request) -> Response:
     p = _panel(request)
+    error = p.reload()
     return JSONResponse({"path": str(p.config_path) if p.config_path else None,
                          "values": settings.flat_values(p.config),
-                         "editable": settings.EDITABLE})
+                         "editable": {} if error else settings.EDITABLE, "error": error})
 
 
 async def put_config(request: Request, keys=None) -> Response:
@@ -324,7 +331,9 @@ async def put_config(request: Request, keys=None) -> Response:
 
 
 async def get_schedule(request: Request) -> Response:
-    return JSONResponse(settings.schedule_info(_panel(request).config, time.time()))
+    p = _panel(request)
+    error = p.reload()
+    return JSONResponse({**settings.schedule_info(p.config, time.time()), "error": error})
 
 
 async def put_schedule(request: Request) -> Response:

@@ -192,7 +192,11 @@
     $("sched-next").textContent = d.on_now === null ? "No schedule: the show plays whenever the service runs." :
       `Now ${d.on_now ? "within" : "outside"} show hours. Next start: ${when(d.next_start)}; next stop: ${when(d.next_stop)}.`;
   }
-  async function loadSchedule() { showSchedule(await api("GET", "/api/schedule")); }
+  async function loadSchedule() {
+    const d = await api("GET", "/api/schedule");
+    showSchedule(d);
+    if (d.error) say("sched-msg", d.error, true);
+  }
   $("sched-form").addEventListener("submit", ev => {
     ev.preventDefault();
     const out = { "schedule.enabled": $("sched-enabled").checked,
@@ -208,6 +212,7 @@
     const d = await api("GET", "/api/config");
     configValues = d.values;
     $("config-path").textContent = d.path || "(built-in defaults)";
+    if (d.error) say("config-msg", d.error + " (fix the file by hand; showing the last good config)", true);
     const rows = $("config-rows");
     rows.replaceChildren();
     for (const [key, value] of Object.entries(d.values)) {
