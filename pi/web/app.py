@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import os
 import tempfile
@@ -23,21 +22,19 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import (FileResponse, HTMLResponse, JSONResponse, RedirectResponse,
-                                 Response, StreamingResponse)
+                                 Response)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pi.config import Config, ConfigError, load_config
 from pi.config_panel import socket_path
 from pi.web import auth, library, link, settings
+from pi.web.live import events, log_lines
 from pi.web.security import COOKIE, PREVIEW_CSP, Gate
 
 log = logging.getLogger("lightshow.web")
 
 ACTIONS = ("start", "stop", "next", "blackout", "relay-test", "restart")
-STATUS_EVERY_S = 1.0
-RETRY_S = 1.0
-MAX_EVENT_CLIENTS = 8
 STATIC = resources.files("pi.web").joinpath("static")
 
 
@@ -168,59 +165,6 @@ async def _to_daemon(p: Panel, cmd: str, **args) -> Response:
     except link.DaemonError as exc:
         return _error(str(exc), 400)
     return JSONResponse({"ok": True})
-
-
-async def events(request: Request) -> Response:
-    """Server-Sent Events: ``lamps`` on every change, ``status`` every second."""
-    p = _panel(request)
-    if p.event_clients >= MAX_EVENT_CLIENTS:
-        return _error(f"at most {MAX_EVENT_CLIENTS} live views at once", 503)
-    queue: asyncio.Queue = asyncio.Queue(maxsize=512)
-
-    def put(kind: str, obj: dict) -> None:
-        try:
-            queue.put_nowait(f"event: {kind}\ndata: {json.dumps(obj)}\n\n")
-        except asyncio.QueueFull:
-            pass  # a browser that does not keep up sees the next change; status repeats
-
-    async def lamps() -> None:
-        while True:
-            try:
-                async for msg in link.lamp_stream(p.socket):
-                    put("lamps", msg)
-            except (link.DaemonDown, OSError, ValueError):
-                pass
-            put("lamps", {"seq": None, "wall": time.time(), "lamps": [False] * p.channels,
-                          "running": False})
-            await asyncio.sleep(RETRY_S)  # the daemon is down: look again in a second
-
-    async def statuses() -> None:
-        while True:
-            put("status", await link.status(p.socket, p.channels))
-            await asyncio.sleep(STATUS_EVERY_S)
-
-    async def stream():
-        p.event_clients += 1
-        tasks = [asyncio.create_task(lamps()), asyncio.create_task(statuses())]
-        try:
-            yield ": lightshow panel\nretry: 1000\n\n"
-            while True:
-                yield await queue.get()
-        finally:
-            p.event_clients -= 1
-            for t in tasks:
-                t.cancel()
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-
-async def log_lines(request: Request) -> Response:
-    p = _panel(request)
-    try:
-        lines = (await link.request(p.socket, "log"))["lines"]
-    except (link.DaemonDown, link.DaemonError) as exc:
-        return JSONResponse({"lines": [], "error": str(exc)})
-    return JSONResponse({"lines": lines[-100:]})
 
 
 # --- the music folder -------------------------------------------------------------------
