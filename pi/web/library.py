@@ -20,6 +20,8 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")  # as pi/decode.py re
 MAX_NAME = 120
 PROBE_TIMEOUT_S = 120.0
 PREVIEW_TIMEOUT_S = 600.0
+KEEP_PREVIEWS = 20  # pages of a few MB each: the newest are kept, the rest go
+_rendering: dict[str, asyncio.Lock] = {}
 
 
 class LibraryError(Exception):
@@ -153,8 +155,23 @@ async def preview_page(config, folder: Path | None, name: str, cache: Path) -> P
     key = hashlib.sha256(f"{song}\0{st.st_size}\0{st.st_mtime_ns}\0{config.model.path}\0"
                          f"{config.model.mapper}".encode()).hexdigest()[:24]
     page = cache / f"preview-{key}.html"
-    if page.is_file():
-        return page
+    # One render per page at a time: a second tap on the link waits for the first.
+    async with _rendering.setdefault(key, asyncio.Lock()):
+        if not page.is_file():
+            await _render_preview(config, song, name, page)
+            _prune(cache)
+    _rendering.pop(key, None)
+    return page
+
+
+def _prune(cache: Path) -> None:
+    pages = sorted(cache.glob("preview-*.html"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in pages[KEEP_PREVIEWS:]:
+        old.unlink(missing_ok=True)
+
+
+async def _render_preview(config, song: Path, name: str, page: Path) -> None:
+    cache = page.parent
     cache.mkdir(parents=True, exist_ok=True)
     args = ["--model", config.model.path] if config.model.path and \
         config.model.mapper == "model" else ["--mapper", config.model.mapper]
@@ -170,4 +187,3 @@ async def preview_page(config, folder: Path | None, name: str, cache: Path) -> P
                            504) from None
     if proc.returncode != 0 or not page.is_file():
         raise LibraryError(f"{name}: no preview: {err.decode('utf-8', 'replace')[-500:]}", 422)
-    return page
