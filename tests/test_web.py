@@ -353,3 +353,18 @@ def test_hand_edits_are_read_again_and_a_broken_file_is_reported(client, setup):
     assert d["error"].endswith("show.hold_ms: expected an integer from 50 to 10000 "
                                "(milliseconds; under 50 wears out relays), found integer 3")
     assert d["values"]["show.hold_ms"] == 300 and d["editable"] == {}
+
+
+def test_an_unusual_file_layout_is_refused_not_mangled(tmp_path):
+    from pi.config_values import ConfigError
+    from pi.web.settings import edit_config
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('show = { hold_ms = 100 }\n')  # an inline table: no [show] header to edit
+    with pytest.raises(ConfigError, match="could not edit the file in place"):
+        edit_config(cfg, {"show.hold_ms": 200})
+    assert cfg.read_text() == 'show = { hold_ms = 100 }\n'
+    cfg.write_text('# mine\n[show]\nhold_ms = 100  # slow relays\n\n[audio]\nshuffle = false\n')
+    edit_config(cfg, {"show.hold_ms": 150, "schedule.on": "18:00", "schedule.days": "sat, sun"})
+    assert cfg.read_text() == ('# mine\n[show]\nhold_ms = 150  # slow relays\n\n[audio]\n'
+                               'shuffle = false\n\n[schedule]\non = "18:00"\ndays = ["sat", "sun"]\n')

@@ -88,20 +88,21 @@ def _toml_value(v: Any) -> str:
     raise ValueError(f"cannot write {v!r} as TOML")
 
 
-def _bracket_depth(line: str) -> int:
+def _scan(line: str) -> tuple[int, str]:
+    """The line's bracket depth change and its trailing comment, strings aside."""
     depth, quote = 0, None
-    for ch in line:
+    for i, ch in enumerate(line):
         if quote:
             quote = None if ch == quote else quote
         elif ch in "\"'":
             quote = ch
         elif ch == "#":
-            break
+            return depth, line[i:].rstrip("\r\n")
         elif ch == "[":
             depth += 1
         elif ch == "]":
             depth -= 1
-    return depth
+    return depth, ""
 
 
 def set_line(text: str, section: str, key: str, value: str) -> str:
@@ -120,11 +121,12 @@ def set_line(text: str, section: str, key: str, value: str) -> str:
     for i in range(start + 1, end):
         m = pat.match(lines[i])
         if m:
-            j, depth = i, _bracket_depth(lines[i])
+            (depth, comment), j = _scan(lines[i]), i
             while depth > 0 and j + 1 < end:
                 j += 1
-                depth += _bracket_depth(lines[j])
-            lines[i:j + 1] = [f"{m.group(1)}{key} = {value}\n"]
+                depth += _scan(lines[j])[0]
+            keep = f"  {comment}" if comment and j == i else ""  # "hold_ms = 100  # why"
+            lines[i:j + 1] = [f"{m.group(1)}{key} = {value}{keep}\n"]
             return "".join(lines)
     last = max((i for i in range(start, end) if lines[i].strip()), default=start)
     lines.insert(last + 1, f"{key} = {value}\n")
@@ -156,7 +158,11 @@ def edit_config(path: str | Path, changes: dict[str, Any]) -> Config:
     for key, v in values.items():
         section, name = key.rsplit(".", 1)
         text = set_line(text, section, name, _toml_value(v))
-    if tomllib.loads(text) != want:
+    try:
+        same = tomllib.loads(text) == want
+    except tomllib.TOMLDecodeError:
+        same = False
+    if not same:
         raise ConfigError(f"{path}: the panel could not edit the file in place (unusual "
                           f"layout); nothing changed. Edit it by hand.")
     _replace(path, text)
