@@ -367,4 +367,5 @@ def test_an_unusual_file_layout_is_refused_not_mangled(tmp_path):
     cfg.write_text('# mine\n[show]\nhold_ms = 100  # slow relays\n\n[audio]\nshuffle = false\n')
     edit_config(cfg, {"show.hold_ms": 150, "schedule.on": "18:00", "schedule.days": "sat, sun"})
     assert cfg.read_text() == ('# mine\n[show]\nhold_ms = 150  # slow relays\n\n[audio]\n'
-                               'shuffle = false\n\n[schedule]\non = "18:00"\ndays = ["sat", "sun"]\n')
+                               'shuffle = false\n\n[schedule]\non = "18:00"\n'
+                               'days = ["sat", "sun"]\n')
