@@ -102,6 +102,13 @@ def test_login_from_another_origin_is_refused_even_with_the_password(client):
     assert client.get("/api/status").status_code == 401
 
 
+def test_a_huge_login_body_is_refused_unread(client):
+    r = client.post("/login", content=b"password=" + b"x" * 100_000,
+                    headers={"Origin": ORIGIN,
+                             "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413 and COOKIE not in client.cookies
+
+
 def test_logins_are_rate_limited_per_address(client):
     for _ in range(auth.LOGIN_ATTEMPTS):
         assert login(client, "guess").status_code == 401

@@ -35,6 +35,7 @@ from pi.web.security import COOKIE, PREVIEW_CSP, Gate
 log = logging.getLogger("lightshow.web")
 
 ACTIONS = ("start", "stop", "next", "blackout", "relay-test", "restart")
+MAX_LOGIN_BODY = 4096
 STATIC = resources.files("pi.web").joinpath("static")
 
 
@@ -90,6 +91,12 @@ async def login(request: Request) -> Response:
     if wait:
         return HTMLResponse(_login_message("Too many attempts: wait a minute and try again."),
                             status_code=429, headers={"Retry-After": str(int(wait) + 1)})
+    try:  # anyone may post here: a small body or none at all
+        small = 0 < int(request.headers.get("content-length", "")) <= MAX_LOGIN_BODY
+    except ValueError:
+        small = False
+    if not small:
+        return HTMLResponse(_login_message("Expected a short login form."), status_code=413)
     form = await request.form(max_files=0, max_fields=4)
     password = str(form.get("password") or "")
     stored = auth.read_password_hash(p.config.web.password_file)
