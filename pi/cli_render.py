@@ -65,7 +65,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def _render_one(args, show) -> int:
     from pi.decode import AudioFileError
     from pi.fseq import FseqError
-    from pi.render import render_song, write_csv, write_fseq, write_xtiming
+    from pi.render import n_steps, render_song, write_csv, write_fseq, write_xtiming
 
     song = Path(args.song)
     try:
@@ -85,7 +85,8 @@ def _render_one(args, show) -> int:
     print(f"wrote {len(timeline.times_s)} frames ({seconds:.1f} s, show {show.name}) to "
           + ", ".join(str(getattr(args, o)) for o in ("csv", "fseq", "xtiming")
                       if getattr(args, o))
-          + (f" (fseq: {size} bytes, {args.compression})" if args.fseq else ""))
+          + (f" (fseq: {n_steps(timeline.duration_s, step_ms=args.step_ms)} frames of "
+             f"{args.step_ms} ms, {size} bytes, {args.compression})" if args.fseq else ""))
     return 0
 
 
