@@ -31,7 +31,7 @@ offset bytes field
 ====== ===== ==========================================================================
 
 Then the frames: channel 1..N of frame 0, of frame 1, ...; with zstd, each block of frames
-is one zstd frame. FPP's block plan (``V2CompressedHandler::computeMaxBlocks``) reserves a
+is one zstd frame, streamed (no content size in its header) as FPP streams it. FPP's block plan (``V2CompressedHandler::computeMaxBlocks``) reserves a
 few more index slots than it fills, makes the first block 10 frames long (so that playback
 starts fast, compressed at level -10) and the rest about 64 KiB of channel data each (level 2).
 
@@ -159,7 +159,10 @@ def fseq_bytes(frames: np.ndarray, *, step_ms: int, media_file: str | None = Non
         for i, size in enumerate(sizes):
             level = FIRST_BLOCK_LEVEL if i == 0 else ZSTD_LEVEL
             chunk = payload[first * n_channels:(first + size) * n_channels]
-            blocks.append(zstd.ZstdCompressor(level=level).compress(chunk))
+            # Streamed, as FPP streams it: the frame then has no content size, and the bytes
+            # are those FPP's writer makes from the same frames (checked with its code).
+            stream = zstd.ZstdCompressor(level=level, write_content_size=False).compressobj()
+            blocks.append(stream.compress(chunk) + stream.flush())
             entries.append(struct.pack("<II", first, len(blocks[-1])))
             first += size
         index = b"".join(entries).ljust(slots * BLOCK_ENTRY_SIZE, b"\0")
