@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[pi,train,dev,sacn,web]'
+	$(PY) -m pip install -q -e '.[pi,train,dev,sacn,web,fseq]'
 	touch $(STAMP)
 
 # A light show in the terminal on the shipped model, from a generated demo song.

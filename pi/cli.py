@@ -77,24 +77,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(run_config(args), realtime=args.realtime)
 
 
-def cmd_render(args: argparse.Namespace) -> int:
-    from pi.decode import AudioFileError
-    from pi.render import render_song, write_csv
-    from pi.show import make_show
-
-    show = make_show(model=args.model, mapper=args.mapper)
-    try:
-        timeline = render_song(args.song, show)
-    except AudioFileError as exc:
-        log.error("%s", exc)
-        return 1
-    write_csv(timeline, args.csv)
-    seconds = timeline.times_s[-1] if len(timeline.times_s) else 0.0
-    print(f"wrote {len(timeline.times_s)} frames ({seconds:.1f} s, show {show.name}) "
-          f"to {args.csv}")
-    return 0
-
-
 def cmd_devices(args: argparse.Namespace) -> int:
     from pi.sources import DeviceError, import_sounddevice
 
@@ -196,12 +178,9 @@ def _parser() -> argparse.ArgumentParser:
                    "audio.playlist)")
     r.set_defaults(func=cmd_run)
 
-    rd = sub.add_parser("render", parents=[common], help="a song's show to CSV, offline")
-    rd.add_argument("song")
-    rd.add_argument("--csv", required=True, help="where to write time_s,ch1..,act1..")
-    rd.add_argument("--model", help="model bundle folder (default: the shipped model)")
-    rd.add_argument("--mapper", choices=MAPPERS, default="model")
-    rd.set_defaults(func=cmd_render)
+    from pi.cli_render import add_render_command  # render: pi/cli_render.py
+
+    add_render_command(sub, common)
 
     d = sub.add_parser("devices", parents=[common], help="list the audio devices")
     d.set_defaults(func=cmd_devices)
