@@ -152,6 +152,10 @@ class ShowMapper:
         self.level_ref = params.silence_db + 20.0
         self.level_hold = params.silence_db
         self.gate = False
+        # Whether this frame was an onset the show could change lights on (gate open and
+        # a positive excess); render records them for xLights' timing track.
+        self.onset = False
+        self.onset_log: list[bool] | None = None  # a list: every frame's onset is appended
         self.flux_mean = None
         self.prev_bands = None
         self.z_slow = np.zeros(k)
@@ -213,6 +217,9 @@ class ShowMapper:
         free = (t - self.last_change) >= self.hold_s - 1e-9
         gate = self._gate_open(level)
         excess = self._onset_excess(bands)
+        self.onset = gate and excess > 0
+        if self.onset_log is not None:
+            self.onset_log.append(self.onset)
         if not gate:
             want = np.zeros_like(self.state)
         else:

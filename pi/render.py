@@ -11,7 +11,7 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
@@ -47,31 +47,6 @@ def render_song(path: str | Path, show: Show, *, keep_audio: bool = False,
     return render_blocks(blocks, show, keep_audio=keep_audio, levels=levels, onsets=onsets)
 
 
-@contextlib.contextmanager
-def _recording_onsets(mapper) -> Iterator[list[bool]]:
-    """Per frame, whether the show logic had an onset to change lights on: a positive onset
-    excess with the silence gate open, which is what gives ShowMapper._step a budget of
-    changes. The mapper's own test is recorded as it runs (``_step`` asks ``_onset_excess``
-    once a frame, after ``_gate_open``), so the marks are the show's and nothing is
-    computed twice."""
-    inner = getattr(mapper, "_onset_excess", None)
-    if inner is None or not hasattr(mapper, "gate"):
-        raise TypeError(f"onsets: expected a pi.mapping.ShowMapper with _onset_excess and "
-                        f"gate, found {type(mapper).__name__}")
-    used: list[bool] = []
-
-    def recorded(bands):
-        excess = inner(bands)
-        used.append(bool(mapper.gate and excess > 0))
-        return excess
-
-    mapper._onset_excess = recorded
-    try:
-        yield used
-    finally:
-        del mapper._onset_excess
-
-
 def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool = False,
                   levels: bool = False, onsets: bool = False):
     """Mono blocks at the show's sample rate -> :class:`Timeline` (and the audio if asked).
@@ -79,7 +54,10 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     params = show.feature_params
     stream = StreamingFeatures(params=params)
     parts, audio, n_samples = [], [], 0
-    with (_recording_onsets(show.mapper) if onsets else contextlib.nullcontext([])) as used:
+    # The show logic's own onset test, frame by frame: the marks are the show's, and
+    # nothing is computed twice.
+    show.mapper.onset_log = [] if onsets else None
+    try:
         for block in blocks:
             n_samples += len(block)
             if keep_audio:
@@ -95,6 +73,9 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
                     parts.append((states, show.activations(frames), lv))
                 else:
                     parts.append(show.process(frames, times))
+        used = show.mapper.onset_log or []
+    finally:
+        show.mapper.onset_log = None
     n = show.n_channels
 
     def joined(i, dtype):
