@@ -34,6 +34,7 @@ from pi.show import make_show
 
 TEMPLATE = "preview_template.html"
 YARD_JS = "yard.js"  # the yard drawing, shared with the web panel
+YARD_CSS = "yard.css"  # and its lamps' style
 WRITE_BLOCK = 32768  # libsndfile 1.2's Vorbis encoder crashes on one whole-song write
 HEADLINE = ("fluxCorr", "dead", "corr_max", "toggles_per_s", "min_run_ms", "entropy_bits",
             "tail_off")
@@ -121,9 +122,10 @@ def build_html(*, song: str, model: str, timeline: Timeline, audio: np.ndarray,
             "metrics": {k: _finite(v) for k, v in metrics.items()},
             "headline": list(HEADLINE), "timeline": encode_timeline(timeline, sample_rate)}
     template = resources.files("pi").joinpath(TEMPLATE).read_text(encoding="utf-8")
-    yard = resources.files("pi").joinpath(YARD_JS).read_text(encoding="utf-8")
+    yard, yard_css = (resources.files("pi").joinpath(name).read_text(encoding="utf-8")
+                      for name in (YARD_JS, YARD_CSS))
     page = _fill(template, {"TITLE": html.escape(f"{song} · lightshow preview"),
-                            "YARD_JS": yard,
+                            "YARD_JS": yard, "YARD_CSS": yard_css,
                             "DATA": _script_json(data),
                             "AUDIO": "data:audio/ogg;base64,"
                                      + base64.b64encode(ogg).decode("ascii")})

@@ -21,21 +21,11 @@ from pi import cli
 from pi.config import Config
 from pi.control import (STREAM_QUEUE, ControlError, ControlServer, Hub, request, stream)
 from pi.daemon import Daemon
+from tests.helpers import until
 from training.corpus import synth_song
 
 RATE = 44100
 TIMEOUT_S = 15.0
-
-
-def until(pred, what: str, timeout: float = TIMEOUT_S):
-    """Poll `pred` (bounded) until it returns something truthy; fail saying what we waited for."""
-    ev, deadline = threading.Event(), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = pred()
-        if out:
-            return out
-        ev.wait(0.02)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

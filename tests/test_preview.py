@@ -11,65 +11,32 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
 from pi.metrics import show_metrics
 from pi.preview import build_html, write_preview
 from pi.render import Timeline, render_song
 from pi.show import make_show
+from tests.helpers import chromium
 from training.corpus import synth_song
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 44100
 SONG_S = 8.0
 POLL_TIMEOUT_S = 10.0
-INSTALL_HINT = "install Debian's chromium and chromium-driver (apt-get install chromium " \
-               "chromium-driver) for the browser tests"
-
-
-def _browser_paths() -> tuple[str, str]:
-    browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
-                                                   "google-chrome"))), None)
-    driver = shutil.which("chromedriver") or next(
-        (p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
-         if os.path.exists(p)), None)
-    if not browser or not driver:
-        pytest.fail(f"no chromium ({browser}) or chromedriver ({driver}): {INSTALL_HINT}")
-    return browser, driver
-
-
 @pytest.fixture(scope="module")
 def driver():
-    browser, chromedriver = _browser_paths()
-    profile = tempfile.mkdtemp(prefix="lightshow-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--mute-audio",
-                "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000",
-                f"--user-data-dir={profile}"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    d = webdriver.Chrome(options=opts, service=Service(chromedriver))
-    d.set_script_timeout(POLL_TIMEOUT_S)
-    try:
+    with chromium("--autoplay-policy=no-user-gesture-required", script_timeout_s=POLL_TIMEOUT_S,
+                  capabilities={"goog:loggingPrefs": {"performance": "ALL"}}) as d:
         yield d
-    finally:
-        d.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

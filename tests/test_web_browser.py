@@ -12,23 +12,17 @@ screenshot (the README's is systemd/web-panel.png).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -36,14 +30,13 @@ from pi.cli_panel import wait_for_socket
 from pi.config import load_config
 from pi.outputs import MockOutput
 from pi.web.auth import write_password_file
+from tests.helpers import chromium, until
 from training.corpus import synth_song
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "silent night holy night"
 WAIT_S = 15.0
 RATE = 44100
-INSTALL_HINT = "install Debian's chromium and chromium-driver (apt-get install chromium " \
-               "chromium-driver) for the browser tests"
 
 
 def _free_port() -> int:
@@ -53,13 +46,7 @@ def _free_port() -> int:
 
 
 def _until(pred, what: str, timeout: float = WAIT_S):
-    ev, deadline = threading.Event(), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = pred()
-        if out:
-            return out
-        ev.wait(0.05)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+    return until(pred, what, timeout, poll_s=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -124,28 +111,8 @@ max_upload_mb = 5
 
 @pytest.fixture(scope="module")
 def driver():
-    browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
-                                                   "google-chrome"))), None)
-    chromedriver = shutil.which("chromedriver") or next(
-        (p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
-         if os.path.exists(p)), None)
-    if not browser or not chromedriver:
-        pytest.fail(f"no chromium ({browser}) or chromedriver ({chromedriver}): {INSTALL_HINT}")
-    profile = tempfile.mkdtemp(prefix="lightshow-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--mute-audio",
-                "--window-size=1280,1000", f"--user-data-dir={profile}"):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(options=opts, service=Service(chromedriver))
-    d.set_script_timeout(WAIT_S)
-    try:
+    with chromium(script_timeout_s=WAIT_S) as d:
         yield d
-    finally:
-        d.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _wait(d, cond, what: str):

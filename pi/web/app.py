@@ -244,10 +244,12 @@ async def preview(request: Request) -> Response:
                         headers={"Content-Security-Policy": PREVIEW_CSP})
 
 
-async def yard_js(request: Request) -> Response:
-    """The yard drawing shared with the preview page (pi/yard.js)."""
-    text = resources.files("pi").joinpath("yard.js").read_text(encoding="utf-8")
-    return Response(text, media_type="text/javascript")
+def _shared_with_preview(name: str, media_type: str):
+    """The yard drawing and its style, shared with the preview page (pi/yard.js, pi/yard.css)."""
+    async def serve(request: Request) -> Response:
+        text = resources.files("pi").joinpath(name).read_text(encoding="utf-8")
+        return Response(text, media_type=media_type)
+    return serve
 
 
 # --- config and schedule ----------------------------------------------------------------
@@ -313,7 +315,8 @@ def make_app(config: Config, config_path: str | Path | None = None, *,
         Route("/api/config", get_config), Route("/api/config", put_config, methods=["PUT"]),
         Route("/api/schedule", get_schedule),
         Route("/api/schedule", put_schedule, methods=["PUT"]),
-        Route("/static/yard.js", yard_js),
+        Route("/static/yard.js", _shared_with_preview("yard.js", "text/javascript")),
+        Route("/static/yard.css", _shared_with_preview("yard.css", "text/css")),
         Mount("/static", StaticFiles(packages=[("pi.web", "static")]), name="static"),
     ]
     app = Starlette(routes=routes)
