@@ -98,18 +98,27 @@ def reorder(folder: Path | None, names: list) -> list[dict]:
     return list_songs(folder)
 
 
-async def probe(path: Path) -> str:
-    """'' if the file decodes (in a child process), else the decoder's message."""
+async def run_child(*args: str, timeout_s: float) -> tuple[int, str] | None:
+    """Run ``python -m ARGS`` (decoding stays out of the panel's memory): its exit code and
+    the end of its output, or None when it took longer than ``timeout_s`` (it is killed)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pi.web.probe", str(path),
+        sys.executable, "-m", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
+        return None
+    return proc.returncode, out.decode("utf-8", "replace").strip()[-500:]
+
+
+async def probe(path: Path) -> str:
+    """'' if the file decodes (in a child process), else the decoder's message."""
+    done = await run_child("pi.web.probe", str(path), timeout_s=PROBE_TIMEOUT_S)
+    if done is None:
         return f"decoding took longer than {PROBE_TIMEOUT_S:g} s"
-    return "" if proc.returncode == 0 else out.decode("utf-8", "replace").strip()[-500:]
+    return "" if done[0] == 0 else done[1]
 
 
 async def add_song(folder: Path | None, name: str, upload, max_bytes: int) -> dict:
@@ -175,15 +184,10 @@ async def _render_preview(config, song: Path, name: str, page: Path) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     args = ["--model", config.model.path] if config.model.path and \
         config.model.mapper == "model" else ["--mapper", config.model.mapper]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pi", "preview", str(song), "--out", str(page), *args,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), PREVIEW_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
+    done = await run_child("pi", "preview", str(song), "--out", str(page), *args,
+                           timeout_s=PREVIEW_TIMEOUT_S)
+    if done is None:
         raise LibraryError(f"{name}: the preview took longer than {PREVIEW_TIMEOUT_S:g} s",
-                           504) from None
-    if proc.returncode != 0 or not page.is_file():
-        raise LibraryError(f"{name}: no preview: {err.decode('utf-8', 'replace')[-500:]}", 422)
+                           504)
+    if done[0] != 0 or not page.is_file():
+        raise LibraryError(f"{name}: no preview: {done[1]}", 422)
