@@ -58,7 +58,8 @@ def make_source(config: Config, *, rate: int, realtime: bool = False,
         return SACNSource(universe=r.universe, addresses=sacn_addresses(config), port=r.port,
                           interface=r.interface, multicast=r.multicast, timeout_s=r.timeout_s,
                           hold_s=s.hold_ms / 1000, overrides=_overrides(s),
-                          max_toggles_per_s=relay_limits(config)[0])
+                          max_toggles_per_s=relay_limits(config)[0],
+                          allowed_senders=r.allowed_senders)
     offset_s = 0.0 if config.show.latency_ms == "auto" else config.show.latency_ms / 1000
     if a.source == "line-in":
         from pi.linein import LineInSource
