@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -149,9 +149,38 @@ def write_bundle(dest: str | Path, *, manifest: dict, arrays: dict[str, np.ndarr
 
     ``extra(tmp_dir)`` may add files (the Keras model, a report) before the swap.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    return write_bundles([(dest, manifest, arrays, extra)])[0]
+
+
+def write_bundles(items: Sequence[tuple[str | Path, dict, dict[str, np.ndarray],
+                                        Callable[[Path], None] | None]]) -> list[Path]:
+    """Write several bundles as one: ``(dest, manifest, arrays, extra)`` each, as for
+    :func:`write_bundle`. All are built and validated before any is swapped in, and the swap
+    finishes or is undone, so a stop (Ctrl-C, SIGTERM) or an error at any point leaves all
+    the old bundles or all the new ones; never a new dense model beside an old conv one.
+    Temporary folders of a run that was killed outright (SIGKILL, power cut) are removed by
+    the next run."""
+    from pi.stopping import deferred  # stdlib only
+
+    built: list[tuple[Path, Path]] = []
+    try:
+        for dest, manifest, arrays, extra in items:
+            dest = Path(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _remove_leftovers(dest)
+            built.append((dest, _build(dest, manifest, arrays, extra)))
+        with deferred():  # a stop signal waits until every bundle is swapped (or restored)
+            _swap_all(built)
+    finally:
+        for _, tmp in built:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return [dest for dest, _ in built]
+
+
+def _build(dest: Path, manifest: dict, arrays: dict[str, np.ndarray],
+           extra: Callable[[Path], None] | None) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
     try:
         np.savez(tmp / NPZ_NAME, **arrays)
         manifest = dict(manifest, format_version=FORMAT_VERSION,
@@ -165,17 +194,51 @@ def write_bundle(dest: str | Path, *, manifest: dict, arrays: dict[str, np.ndarr
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _swap_all(built: list[tuple[Path, Path]]) -> None:
+    done: list[tuple[Path, Path | None]] = []  # (dest, where its old version went)
+    try:
+        for dest, tmp in built:
+            old = None
+            if dest.exists():
+                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+                os.replace(dest, old)
+            done.append((dest, old))
+            os.replace(tmp, dest)
+    except BaseException:
+        for dest, old in reversed(done):  # put every old bundle back
+            if old is not None:
+                if dest.exists():
+                    shutil.rmtree(dest, ignore_errors=True)
+                os.replace(old, dest)
+        raise
+    for _, old in done:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+
+
+def _remove_leftovers(dest: Path) -> None:
+    """``.NAME.tmp-PID-*`` and ``.NAME.old-PID`` folders of writers that are gone."""
+    for p in dest.parent.glob(f".{dest.name}.*-*"):
+        kind, _, rest = p.name[len(dest.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("tmp", "old") and pid.isdigit() and p.is_dir() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _make_readable(folder: Path) -> None:

@@ -338,6 +338,10 @@ def check_config(path: str | Path | None) -> str:
                 lines.append(f"warning: audio.playlist: {entry} does not exist (yet)")
     if cfg.model.path and not Path(cfg.model.path).exists():
         lines.append(f"warning: model.path: {cfg.model.path} does not exist")
+    if path is None:
+        lines.append("note: these are the built-in defaults, as the service uses them; "
+                     "`lightshow run` without --config draws the lamps in the terminal "
+                     "instead and plays the playlist once")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -150,6 +151,7 @@ class Daemon:
         log.info("show %s, %d channels; outputs %s; source %s",
                  self.show.name if self.show else "from sACN", self.config.show.channels,
                  ", ".join(self.config.outputs.enabled), self.source.name)
+        self._check_playlist()
         try:
             self.control.open()
             self.outputs.open()
@@ -167,6 +169,18 @@ class Daemon:
                 log.info("stopped after %d frames; lamps off", self.frames)
                 self.control.close()
                 stopping.restore(previous)  # for callers that live on (tests, embedding)
+
+    def _check_playlist(self) -> None:
+        """Said at start, before any wait for a sound card: otherwise a missing music folder
+        only shows once a device works, and a terminal run without one just retries."""
+        a = self.config.audio
+        if a.source not in ("playlist", "file"):
+            return
+        for entry in a.playlist:
+            if not Path(entry).exists():
+                log.warning("audio.playlist: %s does not exist (yet); nothing to play from it "
+                            "until it does (put songs there, set audio.playlist, or name songs "
+                            "on the command line: lightshow run SONG...)", entry)
 
     def _ready_once(self) -> None:
         if not self._ready:
