@@ -23,7 +23,7 @@ def packet(slots=b"", *, cid=CID_A, universe=U, **kw) -> bytes:
 # --- the parser ------------------------------------------------------------------------------
 
 def test_parses_what_the_sacn_package_sends():
-    sacn_dp = pytest.importorskip("sacn.messages.data_packet")
+    import sacn.messages.data_packet as sacn_dp  # the extra: a failure, not a skip, if missing
     p = sacn_dp.DataPacket(cid=tuple(CID_A), sourceName="xLights ☃", universe=U,
                            dmxData=(0, 255, 7), priority=150, sequence=42,
                            streamTerminated=True)
