@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -104,8 +104,16 @@ def _load(path: Path) -> Bundle:
     except Exception as exc:  # zipfile and numpy raise many types for a bad archive
         raise BundleError(f"{npz_path}: expected a numpy .npz archive, found {exc}") from exc
     for key, value in arrays.items():
-        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+        if value.dtype.kind != "f":  # ints, bools, complex or text would be cast silently
+            raise BundleError(f"{npz_path}: {key}: expected floating-point values, found "
+                              f"dtype {value.dtype}")
+        if not np.all(np.isfinite(value)):
             raise BundleError(f"{npz_path}: {key}: expected finite values, found NaN or inf")
+    _check_layers(manifest, manifest_path)
+    for key in MAPPING_SCALARS:
+        if key in arrays and arrays[key].size != 1:
+            raise BundleError(f"{npz_path}: {key}: expected one number, found shape "
+                              f"{arrays[key].shape}")
     try:
         params = FeatureParams.from_dict(_require(manifest, "feature_params", manifest_path))
         arch = _require(manifest, "architecture", manifest_path)
@@ -117,8 +125,13 @@ def _load(path: Path) -> Bundle:
         norm_mean, norm_std, pca_mean, pca_components = (
             _array(arrays, k, npz_path) for k in ("norm.mean", "norm.std", "pca.mean",
                                                   "pca.components"))
-    except (EncoderSpecError, KeyError, TypeError, ValueError) as exc:
+    except EncoderSpecError as exc:
         raise BundleError(f"{path}: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:  # messages of ours say "expected"
+        text = str(exc).strip("'\"")
+        raise BundleError(f"{path}: {text}" if "expected" in text else
+                          f"{path}: expected a bundle the encoder can run, found "
+                          f"{type(exc).__name__}: {text}") from exc
     for key, arr, shape in (("norm.mean", norm_mean, (params.n_bins,)),
                             ("norm.std", norm_std, (params.n_bins,)),
                             ("mapping.center", mapping.center, (encoder.n_outputs,)),
@@ -129,6 +142,45 @@ def _load(path: Path) -> Bundle:
         raise BundleError(f"{npz_path}: norm.std: expected positive values, found <= 0")
     return Bundle(path, manifest, params, norm_mean, norm_std, encoder, mapping,
                   pca_mean, pca_components)
+
+
+MAPPING_SCALARS = tuple(f"mapping.{f.name}" for f in fields(MappingParams)
+                        if f.name not in ("center", "scale"))
+_LAYER_KEYS = {"dense": ("key",), "conv1d": ("key",), "flatten": (), "reshape": ("shape",)}
+
+
+def _check_layers(manifest: dict, where: Path) -> None:
+    """The manifest's shape, before anything reads it: the encoder gets a list of layer
+    objects with the keys their type needs, of the right kinds."""
+    for key in ("feature_params", "architecture"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise BundleError(f"{where}: {key}: expected a JSON object, found "
+                              f"{manifest[key]!r:.60}")
+    layers = manifest.get("architecture", {}).get("layers", [])
+    if not isinstance(layers, list) or not layers:
+        raise BundleError(f"{where}: architecture.layers: expected a list of layers, found "
+                          f"{layers!r:.60}")
+    for i, spec in enumerate(layers):
+        name = f"architecture.layers[{i}]"
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) \
+                or spec["type"] not in _LAYER_KEYS:
+            raise BundleError(f"{where}: {name}: expected an object with type in "
+                              f"{sorted(_LAYER_KEYS)}, found {spec!r:.60}")
+        for k in _LAYER_KEYS[spec["type"]]:
+            if k not in spec:
+                raise BundleError(f"{where}: {name}: expected key {k!r}, found none")
+        checks = {"key": lambda v: isinstance(v, str),
+                  "activation": lambda v: isinstance(v, str),
+                  "stride": lambda v: isinstance(v, int) and not isinstance(v, bool)
+                  and 1 <= v <= 4096,
+                  "shape": lambda v: isinstance(v, list) and 0 < len(v) <= 4 and all(
+                      isinstance(x, int) and not isinstance(x, bool) and 0 < x <= 1 << 20
+                      for x in v)}
+        for k, ok in checks.items():
+            if k in spec and not ok(spec[k]):
+                raise BundleError(f"{where}: {name}.{k}: expected "
+                                  f"{'a string' if k in ('key', 'activation') else 'positive integers'}"
+                                  f", found {spec[k]!r:.60}")
 
 
 def _require(d: dict, key: str, where: Path):
