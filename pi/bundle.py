@@ -178,9 +178,9 @@ def _check_layers(manifest: dict, where: Path) -> None:
                       for x in v)}
         for k, ok in checks.items():
             if k in spec and not ok(spec[k]):
-                raise BundleError(f"{where}: {name}.{k}: expected "
-                                  f"{'a string' if k in ('key', 'activation') else 'positive integers'}"
-                                  f", found {spec[k]!r:.60}")
+                what = "a string" if k in ("key", "activation") else "positive integers"
+                raise BundleError(f"{where}: {name}.{k}: expected {what}, found "
+                                  f"{spec[k]!r:.60}")
 
 
 def _require(d: dict, key: str, where: Path):
