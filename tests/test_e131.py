@@ -329,3 +329,13 @@ def test_the_daemon_gives_the_allow_list_to_its_sacn_source():
     cfg = Config.from_dict({"audio": {"source": "sacn"},
                             "sacn_source": {"allowed_senders": ["10.0.0.7"]}})
     assert make_source(cfg, rate=0).allowed_addresses == {"10.0.0.7"}
+
+
+def test_check_config_names_the_allowed_senders(tmp_path):
+    from pi.config import check_config
+
+    path = tmp_path / "rx.toml"
+    path.write_text('[audio]\nsource = "sacn"\n[sacn_source]\nallowed_senders = ["10.0.0.7"]\n')
+    assert "senders: 10.0.0.7" in check_config(path)
+    path.write_text('[audio]\nsource = "sacn"\n')
+    assert "senders: any (no sacn_source.allowed_senders)" in check_config(path)
