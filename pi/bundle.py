@@ -12,9 +12,9 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -104,8 +104,16 @@ def _load(path: Path) -> Bundle:
     except Exception as exc:  # zipfile and numpy raise many types for a bad archive
         raise BundleError(f"{npz_path}: expected a numpy .npz archive, found {exc}") from exc
     for key, value in arrays.items():
-        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+        if value.dtype.kind != "f":  # ints, bools, complex or text would be cast silently
+            raise BundleError(f"{npz_path}: {key}: expected floating-point values, found "
+                              f"dtype {value.dtype}")
+        if not np.all(np.isfinite(value)):
             raise BundleError(f"{npz_path}: {key}: expected finite values, found NaN or inf")
+    _check_layers(manifest, manifest_path)
+    for key in MAPPING_SCALARS:
+        if key in arrays and arrays[key].size != 1:
+            raise BundleError(f"{npz_path}: {key}: expected one number, found shape "
+                              f"{arrays[key].shape}")
     try:
         params = FeatureParams.from_dict(_require(manifest, "feature_params", manifest_path))
         arch = _require(manifest, "architecture", manifest_path)
@@ -117,8 +125,13 @@ def _load(path: Path) -> Bundle:
         norm_mean, norm_std, pca_mean, pca_components = (
             _array(arrays, k, npz_path) for k in ("norm.mean", "norm.std", "pca.mean",
                                                   "pca.components"))
-    except (EncoderSpecError, KeyError, TypeError, ValueError) as exc:
+    except EncoderSpecError as exc:
         raise BundleError(f"{path}: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:  # messages of ours say "expected"
+        text = str(exc).strip("'\"")
+        raise BundleError(f"{path}: {text}" if "expected" in text else
+                          f"{path}: expected a bundle the encoder can run, found "
+                          f"{type(exc).__name__}: {text}") from exc
     for key, arr, shape in (("norm.mean", norm_mean, (params.n_bins,)),
                             ("norm.std", norm_std, (params.n_bins,)),
                             ("mapping.center", mapping.center, (encoder.n_outputs,)),
@@ -129,6 +142,45 @@ def _load(path: Path) -> Bundle:
         raise BundleError(f"{npz_path}: norm.std: expected positive values, found <= 0")
     return Bundle(path, manifest, params, norm_mean, norm_std, encoder, mapping,
                   pca_mean, pca_components)
+
+
+MAPPING_SCALARS = tuple(f"mapping.{f.name}" for f in fields(MappingParams)
+                        if f.name not in ("center", "scale"))
+_LAYER_KEYS = {"dense": ("key",), "conv1d": ("key",), "flatten": (), "reshape": ("shape",)}
+
+
+def _check_layers(manifest: dict, where: Path) -> None:
+    """The manifest's shape, before anything reads it: the encoder gets a list of layer
+    objects with the keys their type needs, of the right kinds."""
+    for key in ("feature_params", "architecture"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise BundleError(f"{where}: {key}: expected a JSON object, found "
+                              f"{manifest[key]!r:.60}")
+    layers = manifest.get("architecture", {}).get("layers", [])
+    if not isinstance(layers, list) or not layers:
+        raise BundleError(f"{where}: architecture.layers: expected a list of layers, found "
+                          f"{layers!r:.60}")
+    for i, spec in enumerate(layers):
+        name = f"architecture.layers[{i}]"
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) \
+                or spec["type"] not in _LAYER_KEYS:
+            raise BundleError(f"{where}: {name}: expected an object with type in "
+                              f"{sorted(_LAYER_KEYS)}, found {spec!r:.60}")
+        for k in _LAYER_KEYS[spec["type"]]:
+            if k not in spec:
+                raise BundleError(f"{where}: {name}: expected key {k!r}, found none")
+        checks = {"key": lambda v: isinstance(v, str),
+                  "activation": lambda v: isinstance(v, str),
+                  "stride": lambda v: isinstance(v, int) and not isinstance(v, bool)
+                  and 1 <= v <= 4096,
+                  "shape": lambda v: isinstance(v, list) and 0 < len(v) <= 4 and all(
+                      isinstance(x, int) and not isinstance(x, bool) and 0 < x <= 1 << 20
+                      for x in v)}
+        for k, ok in checks.items():
+            if k in spec and not ok(spec[k]):
+                what = "a string" if k in ("key", "activation") else "positive integers"
+                raise BundleError(f"{where}: {name}.{k}: expected {what}, found "
+                                  f"{spec[k]!r:.60}")
 
 
 def _require(d: dict, key: str, where: Path):
@@ -149,9 +201,38 @@ def write_bundle(dest: str | Path, *, manifest: dict, arrays: dict[str, np.ndarr
 
     ``extra(tmp_dir)`` may add files (the Keras model, a report) before the swap.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    return write_bundles([(dest, manifest, arrays, extra)])[0]
+
+
+def write_bundles(items: Sequence[tuple[str | Path, dict, dict[str, np.ndarray],
+                                        Callable[[Path], None] | None]]) -> list[Path]:
+    """Write several bundles as one: ``(dest, manifest, arrays, extra)`` each, as for
+    :func:`write_bundle`. All are built and validated before any is swapped in, and the swap
+    finishes or is undone, so a stop (Ctrl-C, SIGTERM) or an error at any point leaves all
+    the old bundles or all the new ones; never a new dense model beside an old conv one.
+    Temporary folders of a run that was killed outright (SIGKILL, power cut) are removed by
+    the next run."""
+    from pi.stopping import deferred  # stdlib only
+
+    built: list[tuple[Path, Path]] = []
+    try:
+        for dest, manifest, arrays, extra in items:
+            dest = Path(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _remove_leftovers(dest)
+            built.append((dest, _build(dest, manifest, arrays, extra)))
+        with deferred():  # a stop signal waits until every bundle is swapped (or restored)
+            _swap_all(built)
+    finally:
+        for _, tmp in built:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return [dest for dest, _ in built]
+
+
+def _build(dest: Path, manifest: dict, arrays: dict[str, np.ndarray],
+           extra: Callable[[Path], None] | None) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
     try:
         np.savez(tmp / NPZ_NAME, **arrays)
         manifest = dict(manifest, format_version=FORMAT_VERSION,
@@ -165,17 +246,51 @@ def write_bundle(dest: str | Path, *, manifest: dict, arrays: dict[str, np.ndarr
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _swap_all(built: list[tuple[Path, Path]]) -> None:
+    done: list[tuple[Path, Path | None]] = []  # (dest, where its old version went)
+    try:
+        for dest, tmp in built:
+            old = None
+            if dest.exists():
+                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+                os.replace(dest, old)
+            done.append((dest, old))
+            os.replace(tmp, dest)
+    except BaseException:
+        for dest, old in reversed(done):  # put every old bundle back
+            if old is not None:
+                if dest.exists():
+                    shutil.rmtree(dest, ignore_errors=True)
+                os.replace(old, dest)
+        raise
+    for _, old in done:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+
+
+def _remove_leftovers(dest: Path) -> None:
+    """``.NAME.tmp-PID-*`` and ``.NAME.old-PID`` folders of writers that are gone."""
+    for p in dest.parent.glob(f".{dest.name}.*-*"):
+        kind, _, rest = p.name[len(dest.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("tmp", "old") and pid.isdigit() and p.is_dir() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _make_readable(folder: Path) -> None:

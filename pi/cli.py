@@ -194,7 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     rl.set_defaults(func=cmd_relays)
 
     c = sub.add_parser("check-config", parents=[common], help="check a config file")
-    config_opt(c)
+    c.add_argument("--config", type=Path, help="TOML config to check (default: the built-in "
+                   "defaults, as in systemd/config.toml: what the service runs with an empty "
+                   "config)")
     c.set_defaults(func=cmd_check_config)
 
     from pi.cli_panel import add_commands  # ctl and web: pi/cli_panel.py

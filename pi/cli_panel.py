@@ -50,6 +50,15 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     if sched:
         print(f"schedule: next start {sched.get('next_start') or '-'}, next stop "
               f"{sched.get('next_stop') or '-'}")
+    wear = st.get("wear") or []
+    if wear:
+        rated = wear[0]["rated"]
+        print(f"wear:    switchings per relay, rated {rated or 'not set'} "
+              f"(outputs.rpigpio.rated_switchings)")
+    for w in wear:
+        share = f", {100 * w['life_used']:.1f}% of its life" if w["life_used"] is not None else ""
+        flag = "  <- replace soon" if w["replace_soon"] else ""
+        print(f"         ch{w['channel']} ({w['relay']}): {w['switchings']}{share}{flag}")
     for line in st.get("errors", []):
         print(f"recent:  {line}")
     return 0

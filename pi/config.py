@@ -16,7 +16,7 @@ from typing import Any
 # public and imported from here by the rest of pi/.
 from pi.config_values import (BCM_PINS, DMX_SLOTS, MAX_CHANNELS, RELAY_DEFAULTS,  # noqa: F401
                               RELAY_KINDS, ConfigError, _addresses, _auto_int, _bool, _channels, _choice, _device, _fail, _int,
-                              _ipv4, _list, _latency, _no_duplicates, _num, _pwm, _source_name,
+                              _ipv4, _list, _latency, _no_duplicates, _num, _pwm, _senders, _source_name,
                               _str, _strings, check_bcm_pins)
 from pi.config_panel import CHECKS as PANEL_CHECKS
 from pi.config_panel import ControlConfig, ScheduleConfig, WebConfig
@@ -102,6 +102,7 @@ class SACNSourceConfig:
     port: int = E131_PORT
     interface: str = ""
     multicast: bool = True
+    allowed_senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ _CHECKS = {
     "sacn_source.port": lambda k, v: _int(k, v, 1, 65535),
     "sacn_source.interface": lambda k, v: _ipv4(k, v, keyword=""),
     "sacn_source.multicast": _bool,
+    "sacn_source.allowed_senders": _senders,
     **PANEL_CHECKS,
 }
 
@@ -293,7 +295,9 @@ def check_config(path: str | Path | None) -> str:
         lines.append(f"  source:  sACN universe {r.universe} on {where}, port {r.port}"
                      f"{', multicast joined' if r.multicast else ''}; addresses "
                      + " ".join(f"ch{i + 1}={d}" for i, d in enumerate(sacn_addresses(cfg)))
-                     + f"; lamps off after {r.timeout_s:g} s without data")
+                     + f"; lamps off after {r.timeout_s:g} s without data; senders: "
+                     + (", ".join(r.allowed_senders) if r.allowed_senders else
+                        "any (no sacn_source.allowed_senders)"))
     else:
         lines.append(f"  audio:   {a.source} of {len(a.playlist)} entr"
                      f"{'y' if len(a.playlist) == 1 else 'ies'}, shuffle {on_off[a.shuffle]}, "
@@ -334,6 +338,10 @@ def check_config(path: str | Path | None) -> str:
                 lines.append(f"warning: audio.playlist: {entry} does not exist (yet)")
     if cfg.model.path and not Path(cfg.model.path).exists():
         lines.append(f"warning: model.path: {cfg.model.path} does not exist")
+    if path is None:
+        lines.append("note: these are the built-in defaults, as the service uses them; "
+                     "`lightshow run` without --config draws the lamps in the terminal "
+                     "instead and plays the playlist once")
     return "\n".join(lines)
 
 

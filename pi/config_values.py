@@ -162,6 +162,37 @@ def _ipv4(key: str, v: Any, *, keyword: str) -> str:
     return v
 
 
+def sender_id(text: str) -> tuple[str, str] | None:
+    """An ``allowed_senders`` entry as ("cid", canonical UUID) or ("address", IPv4), or None.
+    Shared with pi/sacn_source.py, so the config and the receiver read entries alike."""
+    import uuid
+
+    try:
+        return "address", str(ipaddress.IPv4Address(text))
+    except ValueError:
+        pass
+    try:
+        return "cid", str(uuid.UUID(text))
+    except ValueError:
+        return None
+
+
+def _senders(key: str, v: Any) -> tuple[str, ...]:
+    out, seen = [], {}
+    for i, x in enumerate(_list(key, v)):
+        ident = sender_id(x) if isinstance(x, str) else None
+        if ident is None:
+            raise _fail(f"{key}[{i}]", 'a sender CID such as "6ba7b810-9dad-11d1-80b4-'
+                        '00c04fd430c8" (as the receiver logs it) or an IPv4 address such as '
+                        '"192.168.1.20"', x)
+        if ident in seen:
+            raise ConfigError(f"{key}[{i}]: expected each sender once, found {_toml(x)}, the "
+                              f"same as entry {seen[ident]}")
+        seen[ident] = i
+        out.append(x)
+    return tuple(out)
+
+
 def _source_name(key: str, v: Any) -> str:
     if not isinstance(v, str) or not 1 <= len(v.encode("utf-8")) <= 63:
         raise _fail(key, "a name of 1 to 63 UTF-8 bytes", v)

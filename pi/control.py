@@ -298,7 +298,17 @@ class DaemonControl:
             "errors": list(hub.recent.errors.copy())[-5:],
             "schedule": self._schedule_info(),
             "since": self._started,
+            "wear": self._wear(),
         }
+
+    def _wear(self) -> list[dict]:
+        from pi.wear import find_counter, wear_rows
+
+        counter = find_counter(self.daemon.outputs)
+        if counter is None:
+            return []
+        g = self.daemon.config.outputs.rpigpio
+        return wear_rows(counter, g.channels or range(1, len(g.pins) + 1))
 
     def _schedule_info(self) -> dict | None:
         s = self.hub.schedule

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -58,7 +59,8 @@ def make_source(config: Config, *, rate: int, realtime: bool = False,
         return SACNSource(universe=r.universe, addresses=sacn_addresses(config), port=r.port,
                           interface=r.interface, multicast=r.multicast, timeout_s=r.timeout_s,
                           hold_s=s.hold_ms / 1000, overrides=_overrides(s),
-                          max_toggles_per_s=relay_limits(config)[0])
+                          max_toggles_per_s=relay_limits(config)[0],
+                          allowed_senders=r.allowed_senders)
     offset_s = 0.0 if config.show.latency_ms == "auto" else config.show.latency_ms / 1000
     if a.source == "line-in":
         from pi.linein import LineInSource
@@ -149,6 +151,7 @@ class Daemon:
         log.info("show %s, %d channels; outputs %s; source %s",
                  self.show.name if self.show else "from sACN", self.config.show.channels,
                  ", ".join(self.config.outputs.enabled), self.source.name)
+        self._check_playlist()
         try:
             self.control.open()
             self.outputs.open()
@@ -166,6 +169,18 @@ class Daemon:
                 log.info("stopped after %d frames; lamps off", self.frames)
                 self.control.close()
                 stopping.restore(previous)  # for callers that live on (tests, embedding)
+
+    def _check_playlist(self) -> None:
+        """Said at start, before any wait for a sound card: otherwise a missing music folder
+        only shows once a device works, and a terminal run without one just retries."""
+        a = self.config.audio
+        if a.source not in ("playlist", "file"):
+            return
+        for entry in a.playlist:
+            if not Path(entry).exists():
+                log.warning("audio.playlist: %s does not exist (yet); nothing to play from it "
+                            "until it does (put songs there, set audio.playlist, or name songs "
+                            "on the command line: lightshow run SONG...)", entry)
 
     def _ready_once(self) -> None:
         if not self._ready:

@@ -20,6 +20,9 @@ def song_info(path: str | Path) -> tuple[int, int, float]:
     """``(sample_rate, channels, seconds)`` of a song, or :class:`AudioFileError`."""
     import soundfile as sf
 
+    if not Path(path).is_file():  # libsndfile says only "System error"
+        raise AudioFileError(f"{path}: expected a readable wav/flac/ogg/mp3 file, found "
+                             f"{'a folder' if Path(path).is_dir() else 'no such file'}")
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises several types for unreadable files

@@ -7,6 +7,7 @@ yet (a USB stick not plugged in) is a warning, not a crash.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -17,42 +18,62 @@ from pi.music_order import apply_order
 log = logging.getLogger(__name__)
 
 PLAYLIST_SUFFIXES = (".m3u", ".m3u8")
-_MAX_M3U_DEPTH = 8  # an .m3u may list other .m3u files; this stops a list that lists itself
+_MAX_M3U_DEPTH = 8  # an .m3u may list other .m3u files, up to this deep
+
+
+def _entry(raw: bytes, folder: Path) -> Path:
+    """One line's path. UTF-8 when it is; otherwise Latin-1 (Windows players write .m3u in
+    their code page), or the bytes as the file system has them, whichever exists."""
+    try:
+        return folder / raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    latin = folder / raw.decode("cp1252", errors="replace").replace("\ufffd", "?")
+    if not latin.exists():
+        as_is = folder / os.fsdecode(raw)  # a name written by an old Latin-1 system
+        if as_is.exists():
+            return as_is
+    return latin
 
 
 def read_m3u(path: str | Path) -> list[Path]:
     """Entries of an .m3u/.m3u8 file: one path per line, ``#`` lines are comments (and the
-    ``#EXTINF`` metadata), relative paths are relative to the list's own folder."""
+    ``#EXTINF`` metadata), relative paths are relative to the list's own folder. Lines that
+    are not UTF-8 are read as Latin-1 (Windows-1252), as old players write them."""
     path = Path(path)
-    # .m3u8 is UTF-8 by definition; plain .m3u files from old players are often Latin-1, so
-    # undecodable bytes are replaced rather than failing the whole list.
-    text = path.read_text(encoding="utf-8", errors="replace")
     entries = []
-    for line in text.splitlines():
-        line = line.strip().lstrip("\ufeff")
-        if not line or line.startswith("#"):
+    for raw in path.read_bytes().splitlines():
+        line = raw.strip().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+        if not line or line.startswith(b"#"):
             continue
-        if "://" in line:
-            log.warning("%s: skipping %s: expected a local file, found a URL", path, line)
+        if b"://" in line:
+            log.warning("%s: skipping %s: expected a local file, found a URL", path,
+                        line.decode("utf-8", errors="replace"))
             continue
-        entry = Path(line)
-        entries.append(entry if entry.is_absolute() else path.parent / entry)
+        entries.append(_entry(line, path.parent))  # an absolute entry replaces the folder
     return entries
 
 
-def expand(entries: Sequence[str | Path], *, _depth: int = 0) -> list[Path]:
+def expand(entries: Sequence[str | Path], *, _within: tuple[Path, ...] = ()) -> list[Path]:
     """Songs for files, folders (recursively, sorted, or in the order the web panel keeps in
     the folder's playlist-order.m3u) and .m3u lists, in the given order.
-    Entries that do not exist are logged and skipped."""
+    Entries that do not exist are logged and skipped; so is a list that lists itself, or a
+    list that lists it (it would play its songs over and over)."""
     songs: list[Path] = []
     for entry in map(Path, entries):
         if entry.suffix.lower() in PLAYLIST_SUFFIXES and entry.is_file():
-            if _depth >= _MAX_M3U_DEPTH:
+            here = entry.resolve()
+            if here in _within:
+                log.warning("%s: skipped: a playlist that includes itself (through %s); "
+                            "expected songs, folders or other playlists", entry,
+                            " -> ".join(p.name for p in _within + (here,)))
+                continue
+            if len(_within) >= _MAX_M3U_DEPTH:
                 log.warning("%s: skipped: expected at most %d nested playlists, found more",
                             entry, _MAX_M3U_DEPTH)
                 continue
             try:
-                songs += expand(read_m3u(entry), _depth=_depth + 1)
+                songs += expand(read_m3u(entry), _within=_within + (here,))
             except OSError as exc:
                 log.warning("%s: skipped: cannot read the playlist: %s", entry, exc)
             continue

@@ -9,6 +9,11 @@ What this receiver does, as E1.31 asks a receiver to declare:
 * The highest priority among the live senders wins; lower ones are ignored while it lives.
   Several senders at that priority are merged address by address, highest level wins (HTP),
   up to ``MAX_SENDERS``; packets from further senders are ignored ("sources exceeded").
+* A sender heard within the timeout keeps its place whatever else arrives: new senders are
+  never let in by pushing one out. So that a flood of made-up CIDs from one machine cannot
+  take every place and lock the real sender out, one source address holds at most
+  ``MAX_PER_ADDRESS`` places. ``allowed_senders`` (CIDs or IPv4 source addresses) goes
+  further: only those senders drive the lamps; the rest are counted ("not_allowed").
 * Preview packets (for visualisers), out-of-sequence packets (E1.31 6.7.2), other universes,
   other START codes and anything malformed are ignored and counted, never fatal.
 * Universe synchronisation is not supported: data is applied when it arrives.
@@ -25,12 +30,14 @@ import math
 import select
 import socket
 import time
+import uuid
 from collections import Counter
 from typing import Callable, Sequence
 
 import numpy as np
 
 from pi import e131
+from pi.config_values import sender_id
 from pi.mapping import ChannelOverrides
 from pi.sources import DeviceError, Source
 from pi.toggle_guard import ToggleGuard
@@ -39,6 +46,7 @@ log = logging.getLogger(__name__)
 
 ON_LEVEL = 128 / 255
 MAX_SENDERS = 8
+MAX_PER_ADDRESS = MAX_SENDERS // 2  # places one IP address can hold (a flood leaves the rest)
 MAX_BATCH = 256  # datagrams read per wake-up, so a flood cannot starve the watchdog
 
 
@@ -51,12 +59,12 @@ LOST = _Lost()  # what read() returns when the last sender has gone: lamps off n
 
 
 class _Sender:
-    __slots__ = ("name", "priority", "sequence", "seen", "levels")
+    __slots__ = ("name", "priority", "sequence", "seen", "levels", "address")
 
     def __init__(self, name: str, priority: int, sequence: int, seen: float,
-                 levels: np.ndarray):
+                 levels: np.ndarray, address: str | None):
         self.name, self.priority, self.sequence = name, priority, sequence
-        self.seen, self.levels = seen, levels
+        self.seen, self.levels, self.address = seen, levels, address
 
 
 class SACNSource(Source):
@@ -72,6 +80,7 @@ class SACNSource(Source):
                  timeout_s: float = e131.DATA_LOSS_S, hold_s: float = 0.1,
                  overrides: ChannelOverrides | None = None,
                  max_toggles_per_s: int | None = None,
+                 allowed_senders: Sequence[str] = (),
                  clock: Callable[[], float] = time.monotonic):
         super().__init__(rate=0)
         self.universe, self.port, self.interface = universe, port, interface
@@ -83,6 +92,13 @@ class SACNSource(Source):
         self.counts: Counter[str] = Counter()
         self.packets = 0  # accepted data packets
         self.senders: dict[bytes, _Sender] = {}
+        ids = [sender_id(x) for x in allowed_senders]
+        if None in ids:
+            raise ValueError(f"sacn_source.allowed_senders: expected CIDs or IPv4 addresses, "
+                             f"found {list(allowed_senders)}")
+        self.allowed_cids = {uuid.UUID(v).bytes for k, v in ids if k == "cid"}
+        self.allowed_addresses = {v for k, v in ids if k == "address"}
+        self._told_not_allowed = False
         self._sock: socket.socket | None = None
         self._held: np.ndarray | None = None   # levels after the hold rule; None = lamps off
         self._shown: np.ndarray | None = None  # what read() last returned (after overrides)
@@ -151,17 +167,18 @@ class SACNSource(Source):
     def _drain(self) -> None:
         for _ in range(MAX_BATCH):
             try:
-                data = self._sock.recv(1024)
+                data, peer = self._sock.recvfrom(1024)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. ICMP errors surfacing on UDP: never fatal
                 self.counts["socket_error"] += 1
                 log.debug("sACN: recv: %s", exc)
                 return
-            self.take(data, self.clock())
+            self.take(data, self.clock(), address=peer[0])
 
-    def take(self, data: bytes, now: float) -> None:
-        """One datagram: accepted into its sender's state, or counted under a reason."""
+    def take(self, data: bytes, now: float, *, address: str | None = None) -> None:
+        """One datagram from ``address`` (the sender's IPv4 address): accepted into its
+        sender's state, or counted under a reason."""
         try:
             p = e131.parse(data)
         except e131.PacketError as exc:
@@ -172,6 +189,15 @@ class SACNSource(Source):
             return
         if p.preview:
             self.counts["preview"] += 1
+            return
+        if (self.allowed_cids or self.allowed_addresses) and not (
+                p.cid in self.allowed_cids or address in self.allowed_addresses):
+            self.counts["not_allowed"] += 1
+            if not self._told_not_allowed:  # once: what to add to the list, if it is wanted
+                self._told_not_allowed = True
+                log.warning("sACN: ignoring sender %r (CID %s, address %s): not in "
+                            "sacn_source.allowed_senders", p.source_name, uuid.UUID(bytes=p.cid),
+                            address)
             return
         sender = self.senders.get(p.cid)
         if p.terminated:
@@ -187,12 +213,19 @@ class SACNSource(Source):
         seen = self.index < len(slots)  # a short packet leaves the rest of the universe at 0
         levels[seen] = slots[self.index[seen]]
         if sender is None:
+            # Nobody is pushed out for a newcomer: places free up by timeout or termination.
             if len(self.senders) >= MAX_SENDERS:
                 self.counts["sources_exceeded"] += 1
                 return
-            self.senders[p.cid] = _Sender(p.source_name, p.priority, p.sequence, now, levels)
-            log.info("sACN: sender %r (CID %s) on universe %d at priority %d", p.source_name,
-                     p.cid.hex(), self.universe, p.priority)
+            if address is not None and sum(s.address == address for s in
+                                           self.senders.values()) >= MAX_PER_ADDRESS:
+                self.counts["address_sources_exceeded"] += 1
+                return
+            self.senders[p.cid] = _Sender(p.source_name, p.priority, p.sequence, now, levels,
+                                          address)
+            log.info("sACN: sender %r (CID %s, address %s) on universe %d at priority %d",
+                     p.source_name, uuid.UUID(bytes=p.cid), address or "?", self.universe,
+                     p.priority)
         else:
             sender.name, sender.priority, sender.sequence = p.source_name, p.priority, p.sequence
             sender.seen, sender.levels = now, levels

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from pi.decode import BLOCK_FRAMES, AudioFileError, iter_song_blocks
+from pi.features import DEFAULT_PARAMS
 from pi.playlist import Playlist
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ END = _End()
 # What a song that cannot be played raises while decoding (soundfile's errors are
 # RuntimeErrors, a vanished file an OSError, NaN samples a ValueError from to_mono).
 SONG_ERRORS = (AudioFileError, RuntimeError, OSError, ValueError)
+FRAME_S = DEFAULT_PARAMS.n_fft / DEFAULT_PARAMS.sample_rate  # one analysis frame
 
 
 class DeviceError(Exception):
@@ -156,6 +158,11 @@ class SongFeed:
         self.song_samples = 0         # decoded so far of the current song
 
     @property
+    def min_samples(self) -> int:
+        """A song shorter than one analysis frame gives no lamp state at all."""
+        return math.ceil(FRAME_S * self.sample_rate)
+
+    @property
     def position_s(self) -> float:
         return self.song_samples / self.sample_rate
 
@@ -190,6 +197,10 @@ class SongFeed:
                     block = next(self._blocks)
                 except StopIteration:
                     self._blocks = None
+                    if self.song_samples < self.min_samples:  # nothing to light: say so
+                        log.error("skipping a song that cannot be played: %s: expected at "
+                                  "least one frame of audio (%d samples), found %d",
+                                  self.song, self.min_samples, self.song_samples)
                 except SONG_ERRORS as exc:
                     log.error("skipping a song that cannot be played: %s", exc)
                     self._blocks = None

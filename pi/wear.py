@@ -158,3 +158,27 @@ def wear_lines(path: str | Path, channels: Sequence[tuple[int, str]], rated: int
         flag = "  <- replace soon" if rated and n >= WARN_SHARE * rated else ""
         out.append(f"           ch{ch} ({label}): {n}{share}{flag}")
     return out
+
+
+def find_counter(output) -> "SwitchCounter | None":
+    """The relays' counter inside the daemon's outputs (through the control and subset
+    wrappers), or None when the relays are not counted."""
+    todo = [output]
+    while todo:
+        o = todo.pop()
+        if isinstance(getattr(o, "counter", None), SwitchCounter):
+            return o.counter
+        todo += list(getattr(o, "outputs", ())) + [x for x in (getattr(o, "inner", None),)
+                                                    if x is not None]
+    return None
+
+
+def wear_rows(counter: "SwitchCounter", channels: Sequence[int]) -> list[dict]:
+    """For `lightshow ctl status`: each relay's channel, pin, switchings so far and the share
+    of its rated life used (None when no rating is set); ``channels`` pair with the labels."""
+    return [{"channel": ch, "relay": label, "switchings": counter.counts[label],
+             "rated": counter.rated or None,
+             "life_used": round(counter.counts[label] / counter.rated, 4) if counter.rated
+             else None,
+             "replace_soon": bool(counter.rated) and counter._worn(label)}
+            for ch, label in zip(channels, counter.labels)]

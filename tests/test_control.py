@@ -25,7 +25,7 @@ from tests.helpers import until
 from training.corpus import synth_song
 
 RATE = 44100
-TIMEOUT_S = 15.0
+TIMEOUT_S = 60.0  # a bound for a busy machine, not a pace
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_stop_start_next_blackout_override(show):
     until(lambda: len(mock.records) > n + 3 and status(sock)["state"] == "playing",
           "playing again")
     request(sock, "next")
-    until(lambda: status(sock)["song"] == "b second song.wav", "the second song")
+    until(lambda: status(sock).get("song") == "b second song.wav", "the second song")
     # Blackout: lamps off at once and for as long as it lasts, while the music goes on.
     request(sock, "blackout")
     until(lambda: status(sock)["state"] == "blackout", "blackout")
@@ -152,7 +152,7 @@ def test_bad_requests_are_refused_with_a_reason(show):
 
 def test_ctl_cli(show, capsys):
     _, sock, _ = show
-    until(lambda: status(sock)["song"], "a song playing")
+    until(lambda: status(sock).get("song"), "a song playing")  # not in the first snapshot
     assert cli.main(["ctl", "status", "--socket", str(sock)]) == 0
     out = capsys.readouterr().out
     assert "state:   playing" in out and "a first song.wav" in out

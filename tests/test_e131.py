@@ -23,7 +23,7 @@ def packet(slots=b"", *, cid=CID_A, universe=U, **kw) -> bytes:
 # --- the parser ------------------------------------------------------------------------------
 
 def test_parses_what_the_sacn_package_sends():
-    sacn_dp = pytest.importorskip("sacn.messages.data_packet")
+    import sacn.messages.data_packet as sacn_dp  # the extra: a failure, not a skip, if missing
     p = sacn_dp.DataPacket(cid=tuple(CID_A), sourceName="xLights ☃", universe=U,
                            dmxData=(0, 255, 7), priority=150, sequence=42,
                            streamTerminated=True)
@@ -238,3 +238,104 @@ def test_port_in_use_is_a_device_error_naming_the_key():
         with pytest.raises(DeviceError, match=r"sacn_source\.port: expected UDP 127\.0\.0\.1 "
                                               r"port \d+ to be free, found .*in use"):
             src.open()
+
+
+# --- senders: floods and the allow-list (issue 13 item 9) -------------------------------------
+
+REAL, OTHER_HOST, FLOODER = "192.168.1.20", "192.168.1.21", "192.168.1.66"
+
+
+def flood(src, clock, n, *, address=FLOODER, priority=100, first=0):
+    rng = np.random.default_rng(first)
+    for i in range(n):
+        src.take(packet(bytes([255] * 4), cid=rng.bytes(16), priority=priority,
+                        sequence=i), clock.t, address=address)
+
+
+def test_a_flood_of_new_senders_never_pushes_out_a_known_one(source):
+    src, clock = source
+    src.take(packet(bytes([255, 0, 0, 0]), source_name="real"), clock.t, address=REAL)
+    assert levels_of(src) == [255, 0, 0, 0]
+    for k in range(1, 40):  # 4 s of flood, the real sender sending on at 10 packets a second
+        clock.t += 0.1
+        flood(src, clock, 50, first=k)
+        src.take(packet(bytes([255, 0, 0, 0]), sequence=k), clock.t, address=REAL)
+        src.read(0)
+        assert CID_A in src.senders
+        assert sum(s.address == FLOODER for s in src.senders.values()) <= MAX_SENDERS // 2
+    assert src.counts["address_sources_exceeded"] > 39 * 45
+    # A real sender starting on another machine during the flood still gets a place.
+    src.take(packet(bytes([0, 255, 0, 0]), cid=CID_B, source_name="second"), clock.t,
+             address=OTHER_HOST)
+    assert CID_B in src.senders
+    assert src.counts["sources_exceeded"] == 0
+
+
+def test_only_allowed_senders_drive_the_lamps_by_cid_or_address():
+    import uuid
+
+    clock = Clock()
+    src = SACNSource(universe=U, addresses=[1, 2], port=0, multicast=False, clock=clock,
+                     allowed_senders=[str(uuid.UUID(bytes=CID_B)), REAL])
+    flood(src, clock, 100, priority=200)
+    src.take(packet(bytes([255, 0]), priority=200), clock.t, address=OTHER_HOST)  # CID_A
+    assert src._update(clock.t) is None and not src.senders
+    assert src.counts["not_allowed"] == 101
+    src.take(packet(bytes([0, 255]), cid=CID_B), clock.t, address=OTHER_HOST)  # by CID
+    assert list(src._update(clock.t)) == [0.0, 1.0]
+    src.take(packet(bytes([255, 0]), cid=bytes(16)), clock.t, address=REAL)  # by address
+    assert list(src._update(clock.t)) == [1.0, 1.0]
+
+
+def test_the_allow_list_applies_to_packets_from_the_socket(caplog):
+    """Over loopback: the source address comes from the datagram itself."""
+    src = SACNSource(universe=U, addresses=[1], port=0, interface="127.0.0.1",
+                     multicast=False, allowed_senders=["127.0.0.2"])
+    src.open()
+    port = src._sock.getsockname()[1]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            tx.sendto(packet(bytes([255])), ("127.0.0.1", port))
+            while not src.counts["not_allowed"]:  # each read waits for the datagram
+                assert src.read(1.0) is None
+    finally:
+        src.close()
+    assert src.senders == {} and src.packets == 0
+    assert "not in sacn_source.allowed_senders" in caplog.text and "127.0.0.1" in caplog.text
+
+
+@pytest.mark.parametrize("value, message", [
+    (["192.168.1.300"], r"allowed_senders\[0\]: expected a sender CID"),
+    ([5], r"allowed_senders\[0\]: expected a sender CID .* found integer 5"),
+    ("10.0.0.1", r"allowed_senders: expected a list"),
+    (["10.0.0.1", "10.0.0.1"], r"allowed_senders\[1\]: expected each sender once"),
+    (["6ba7b810-9dad-11d1-80b4-00c04fd430c8", "6BA7B8109DAD11D180B400C04FD430C8"],
+     r"allowed_senders\[1\]: expected each sender once"),
+])
+def test_allowed_senders_are_checked(value, message):
+    from pi.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        Config.from_dict({"sacn_source": {"allowed_senders": value}})
+    ok = Config.from_dict({"sacn_source": {"allowed_senders": [
+        "10.0.0.1", "6ba7b810-9dad-11d1-80b4-00c04fd430c8"]}})
+    assert len(ok.sacn_source.allowed_senders) == 2
+
+
+def test_the_daemon_gives_the_allow_list_to_its_sacn_source():
+    from pi.config import Config
+    from pi.daemon import make_source
+
+    cfg = Config.from_dict({"audio": {"source": "sacn"},
+                            "sacn_source": {"allowed_senders": ["10.0.0.7"]}})
+    assert make_source(cfg, rate=0).allowed_addresses == {"10.0.0.7"}
+
+
+def test_check_config_names_the_allowed_senders(tmp_path):
+    from pi.config import check_config
+
+    path = tmp_path / "rx.toml"
+    path.write_text('[audio]\nsource = "sacn"\n[sacn_source]\nallowed_senders = ["10.0.0.7"]\n')
+    assert "senders: 10.0.0.7" in check_config(path)
+    path.write_text('[audio]\nsource = "sacn"\n')
+    assert "senders: any (no sacn_source.allowed_senders)" in check_config(path)

@@ -1,8 +1,13 @@
 """sACN end to end on loopback: the output's packets, and sender and receiver daemons
 (`python -m pi run`) talking unicast over 127.0.0.1 on a free port; never multicast.
 
-Processes are synchronised on sd_notify READY, on their JSONL records and on their exit, with
-bounded polls; timings are measured on CLOCK_MONOTONIC, which all processes share."""
+Processes are synchronised on sd_notify READY, on their JSONL records, their log lines and
+their exit, with bounded polls. The assertions are about order and cause, never about how
+fast: the receiver takes only states the sender had, in the sender's order and after it
+had them (CLOCK_MONOTONIC, which all processes share); it goes off because the sender
+terminated its stream, or because of the data-loss timeout, as its log says. The lags are
+printed as figures. The receiver's timers themselves are tested on a fake clock in
+tests/test_e131.py, so a loaded machine (training on both cores) cannot fail these tests."""
 from __future__ import annotations
 
 import os
@@ -23,12 +28,13 @@ from pi import e131
 from pi.outputs import MockOutput
 from training.corpus import synth_song
 
-pytest.importorskip("sacn")
+import sacn  # noqa: E402,F401 - the extra is installed in CI: missing is a failure, not a skip
 
 ROOT = Path(__file__).resolve().parents[1]
 U = 7
-LAG_S = 0.15   # asserted bound; measured lags are printed (about one 1/fps send period)
+HELD_S = 0.3   # sender states held this long are compared (a handful of 1/fps send periods)
 PY = sys.executable
+WAIT_S = 60.0  # bounds of the waits: generous, a busy machine is slow, not wrong
 
 
 def free_port() -> int:
@@ -215,26 +221,45 @@ def value_at(ch: list[dict], t: float):
 
 
 def assert_follows(tx: list[dict], rx: list[dict], *, until: float | None = None,
-                   same=lambda a, b: a == b) -> list[float]:
-    """Every sender state that lasted long enough is the receiver's state LAG_S later; the
-    lags of the receiver's changes are returned."""
-    checked = 0
-    for i, c in enumerate(tx):
-        end = tx[i + 1]["mono"] if i + 1 < len(tx) else (until or c["mono"])
-        if end - c["mono"] < LAG_S + 0.05:
-            continue
-        got = value_at(rx, c["mono"] + LAG_S)
-        assert got is not None and same(got, c["value"]), \
-            f"at +{c['mono'] - tx[0]['mono']:.3f} s the sender had {c['value']}, the " \
-            f"receiver {got} {LAG_S} s later"
-        checked += 1
-    assert checked >= 5, f"only {checked} sender states lasted long enough to compare"
-    lags = []
+                   same=lambda a, b: a == b, held_s: float = HELD_S) -> list[float]:
+    """While the sender ran, each of the receiver's channels only took values that channel
+    had at the sender, after the sender had them and in the sender's order (a receiver may
+    skip a change, or hold one back for its hold time or switch limit; it never invents one
+    or goes back); and it took most of the states the sender held for HELD_S, whole. Returns
+    the lags behind the sender of the receiver's whole-state changes (figures only)."""
+    end = until or float("inf")
+    n = len(tx[0]["value"])
+    last = [0] * n  # per channel: the sender state its value last came from
+    lags, whole = [], set()
     for r in rx:
-        match = [c["mono"] for c in tx if same(c["value"], r["value"]) and c["mono"] <= r["mono"]]
-        if match and tx[0]["mono"] <= r["mono"] <= (until or float("inf")):
-            lags.append(r["mono"] - match[-1])
+        if not tx[0]["mono"] <= r["mono"] <= end:
+            continue
+        now = max(i for i, c in enumerate(tx) if c["mono"] <= r["mono"])
+        for ch in range(n):
+            i = next((i for i in range(now, last[ch] - 1, -1)
+                      if same(tx[i]["value"][ch], r["value"][ch])), None)
+            assert i is not None, (
+                f"at +{r['mono'] - tx[0]['mono']:.3f} s channel {ch + 1} took "
+                f"{r['value'][ch]}, which the sender's channel did not have since its state "
+                f"#{last[ch]}")
+            last[ch] = i
+        i = next((i for i in range(now, -1, -1) if all(
+            same(a, b) for a, b in zip(tx[i]["value"], r["value"]))), None)
+        if i is not None:
+            whole.add(i)
+            lags.append(r["mono"] - tx[i]["mono"])
+    held = [i for i, c in enumerate(tx)
+            if (tx[i + 1]["mono"] if i + 1 < len(tx) else end) - c["mono"] >= held_s]
+    taken = sum(i in whole for i in held)
+    print(f"\nthe receiver took {taken} of the {len(held)} states the sender held {held_s} s")
+    assert taken >= 5 and taken >= len(held) // 2, \
+        f"the receiver took {taken} of the {len(held)} states the sender held {held_s} s"
     return lags
+
+
+def lag_figures(lags: list[float]) -> str:
+    return (f"median {statistics.median(lags) * 1e3:.1f} ms, max {max(lags) * 1e3:.1f} ms "
+            f"over {len(lags)} changes")
 
 
 def run_readme_sender(tmp: Path, port: int, seconds: float) -> "Daemon":
@@ -261,24 +286,23 @@ def test_receiver_follows_the_sender_and_goes_off_when_it_stops(tmp_path, daemon
     daemons.append(tx)
     # The README's sender repeats its playlist, as the service does: stop it as systemd would.
     wait_for("the song played", lambda: any((r["t"] or 0) > 4.5 for r in records(tx.record)),
-             30, tx.proc)
+             WAIT_S, tx.proc)
     assert tx.stop() == 0, tx.stderr
     tx_recs = MockOutput.read(tmp_path / "tx.jsonl")
     closed = last_set(tx_recs)
     off = wait_for("receiver all-off after the sender stopped",
                    lambda: [r for r in records(rx.record)
-                            if r["event"] == "all_off" and r["mono"] > closed], 10, rx.proc)
+                            if r["event"] == "all_off" and r["mono"] > closed], WAIT_S, rx.proc)
     assert rx.stop() == 0
-    # Stream terminated: off at once, not after the 2.5 s data-loss timeout.
-    assert off[0]["mono"] - closed < 1.0
+    # Off because the stream was terminated, not after the 2.5 s data-loss timeout.
     assert "stopped its stream (stream terminated)" in rx.stderr
+    assert "no packet from" not in rx.stderr
+    print(f"\nall-off {(off[0]['mono'] - closed) * 1e3:.0f} ms after the sender's last state")
     # Malformed and foreign packets: counted, logged, never fatal.
     assert "sACN packets ignored in total: 1 truncated, 1 bad_vector, 1 other_universe, " \
            "1 not_e131" in rx.stderr
     lags = assert_follows(changes(tx_recs), changes(records(rx.record)), until=closed)
-    print(f"\nsender -> receiver lag over loopback: median {statistics.median(lags) * 1e3:.1f} "
-          f"ms, max {max(lags) * 1e3:.1f} ms over {len(lags)} changes")
-    assert max(lags) < LAG_S
+    print(f"sender -> receiver lag over loopback: {lag_figures(lags)}")
 
 
 def test_receiver_is_all_off_after_the_timeout_when_the_sender_is_killed(tmp_path, daemons):
@@ -288,20 +312,21 @@ def test_receiver_is_all_off_after_the_timeout_when_the_sender_is_killed(tmp_pat
     tx = run_readme_sender(tmp_path, port, 20.0)
     daemons.append(tx)
     wait_for("lamps lit on the receiver", lambda: sum(
-        r["event"] == "set" and any(r["states"]) for r in records(rx.record)) >= 3, 30, rx.proc)
+        r["event"] == "set" and any(r["states"]) for r in records(rx.record)) >= 3, WAIT_S,
+        rx.proc)
     tx.stop(signal.SIGKILL)  # no blackout, no stream-terminated: only the timeout helps
     killed = time.monotonic()
     off = wait_for("receiver all-off", lambda: [r for r in records(rx.record)
                                                 if r["event"] == "all_off"
-                                                and r["mono"] > killed], 8, rx.proc)
+                                                and r["mono"] > killed], WAIT_S, rx.proc)
     assert rx.stop() == 0
     after_kill = off[0]["mono"] - killed
+    # The cause: the data-loss timeout (the receiver measures the silence itself; its
+    # timer's exactness is tested on a fake clock in tests/test_e131.py).
     silent = float(re.search(r"no packet from 'audio-pi' for (\d+\.\d+) s",
                              rx.stderr).group(1))
     print(f"\nall-off {after_kill:.3f} s after SIGKILL, {silent:.2f} s after the last packet")
-    assert 2.5 <= silent < 2.7
-    # The last packet came at most a keep-alive second (plus a send period) before the kill.
-    assert 2.5 - 1.05 <= after_kill < 2.5 + 0.3
+    assert silent >= 2.5 and "stopped its stream" not in rx.stderr
     assert not any(any(r["states"] or ()) for r in records(rx.record)
                    if r["mono"] > off[0]["mono"])
 
@@ -317,23 +342,23 @@ def test_the_higher_priority_sender_wins(tmp_path, daemons):
     daemons.append(lo)
     all_on = [True] * 8
     wait_for("the low-priority sender followed", lambda: any(
-        r["states"] == all_on for r in records(rx.record)), 30, rx.proc)
+        r["states"] == all_on for r in records(rx.record)), WAIT_S, rx.proc)
     hi = subprocess.run([PY, "-m", "pi", "run", "--config",
                          str(tx_config(tmp_path, "hi", port, song(tmp_path, 5.0), priority=150)),
-                         "--realtime"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                         "--realtime"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert hi.returncode == 0, hi.stderr
     hi_recs = MockOutput.read(tmp_path / "hi.jsonl")
     closed = last_set(hi_recs)
-    wait_for("hi's stream terminated", lambda: "'hi' stopped its stream" in rx.stderr, 10,
+    wait_for("hi's stream terminated", lambda: "'hi' stopped its stream" in rx.stderr, WAIT_S,
              rx.proc)
+    wait_for("back to the low-priority sender", lambda: changes(records(rx.record))[-1]
+             ["value"] == all_on, WAIT_S, rx.proc)
     rx_ch = changes(records(rx.record))
-    assert rx_ch[-1]["value"] == all_on, "back to the low-priority sender"
-    assert rx_ch[-1]["mono"] - closed < 1.0  # hi terminated its stream: no timeout needed
     lags = assert_follows(changes(hi_recs), rx_ch, until=closed)
-    assert max(lags) < LAG_S
+    print(f"\nhigh-priority sender -> receiver lag: {lag_figures(lags)}")
     assert lo.stop() == 0  # SIGTERM: the low sender terminates its stream too
     wait_for("receiver off after the last sender", lambda: records(rx.record)[-1]["event"]
-             == "all_off", 5, rx.proc)
+             == "all_off", WAIT_S, rx.proc)
     assert rx.stop() == 0
     assert "'lo' stopped its stream" in rx.stderr and "no packet from" not in rx.stderr
 
@@ -366,22 +391,22 @@ def test_sixteen_channel_model_drives_sixteen_dimmer_channels(tmp_path, daemons,
                     extra=SSR)
     cfg.write_text(cfg.read_text().replace('mapper = "bands"', f'path = "{model16}"'))
     tx = subprocess.run([PY, "-m", "pi", "run", "--config", str(cfg), "--realtime"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=60)
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert tx.returncode == 0, tx.stderr
     assert "show model:m16, 16 channels" in tx.stderr
     tx_recs = MockOutput.read(tmp_path / "tx.jsonl")
     closed = last_set(tx_recs)
     wait_for("receiver off", lambda: [r for r in records(rx.record)
                                       if r["event"] == "all_off" and r["mono"] > closed],
-             10, rx.proc)
+             WAIT_S, rx.proc)
     assert rx.stop() == 0
     levels = np.array([r["levels"] for r in tx_recs if r["event"] == "set"])
     assert levels.shape[1] == 16
     assert ((levels > 0) & (levels < 1)).any(), "dimmer levels should be graded"
     assert (np.diff(levels[:, 8:], axis=0) != 0).any(), "channels 9..16 never changed"
 
-    def same_dmx(a, b):  # the records round levels to 4 decimals: allow one DMX step
-        return all(abs(x - y) * 255 <= 1.01 for x, y in zip(a, b))
+    def same_dmx(x, y):  # the records round levels to 4 decimals: allow one DMX step
+        return abs(x - y) * 255 <= 1.01
 
     assert_follows(changes(tx_recs, "levels"), changes(records(rx.record), "levels"),
-                   until=closed, same=same_dmx)
+                   until=closed, same=same_dmx, held_s=0.1)  # levels change often

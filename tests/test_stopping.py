@@ -138,3 +138,41 @@ def test_an_exception_in_the_show_ends_all_off(song, tmp_path, monkeypatch):
     assert any(any(e["states"]) for e in events if e["event"] == "set")
     assert [e["event"] for e in events[-2:]] == ["all_off", "close"]
     assert not any(events[-2]["states"])
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_each_stop_signal_ends_all_off_when_following_sacn(signum, tmp_path):
+    """`run --source sacn` has its own loop (no audio): a sender on loopback lights channel
+    1 until the receiver is stopped."""
+    import socket
+
+    from pi import e131
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "rx.toml"
+    config.write_text(f'[audio]\nsource = "sacn"\n[sacn_source]\nuniverse = 7\n'
+                      f'interface = "127.0.0.1"\nmulticast = false\nport = {port}\n')
+    done = threading.Event()
+
+    def send() -> None:  # a sender at 20 packets a second, as long as the test runs
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            seq = 0
+            while not done.wait(0.05):  # the sender's own pace, not a synchronisation
+                tx.sendto(e131.build(cid=b"S" * 16, universe=7, slots=bytes([255]),
+                                     sequence=seq), ("127.0.0.1", port))
+                seq += 1
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        rc, records, stderr = _stop_while_lit(["run", "--config", str(config), "--output",
+                                               "mock"], tmp_path / "rec", signum)
+    finally:
+        done.set()
+        sender.join(10)
+    assert rc == EXPECTED_RC[signum], stderr
+    assert "Traceback" not in stderr, stderr
+    assert records[-1]["event"] == "close"
+    assert records[-2]["event"] == "all_off" and not any(records[-2]["states"])

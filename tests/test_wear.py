@@ -203,3 +203,56 @@ def test_a_flickering_sacn_sender_cannot_wear_out_a_following_relay():
     times = np.array([t for (t, _), a, b in zip(shown, states, states[1:]) if a != b])
     assert _max_in_any_window(times) <= 3
     assert len(times) >= 25  # it still follows, at the limit
+
+
+def test_ctl_status_shows_each_relays_count_and_life_used(gpio, tmp_path, capsys, caplog):
+    """The running daemon's status (control socket): counts as they grow, the share of the
+    rated life, and the 80% mark, on a board that drives channels 9..16 of 16."""
+    import threading
+
+    import soundfile as sf
+
+    from pi import cli
+    from pi.config import load_config
+    from pi.control import request
+    from pi.daemon import Daemon
+    from pi.wear import write_counts
+    from tests.test_control import until
+    from training.corpus import synth_song
+
+    y, _ = synth_song(seconds=20.0, seed=4, ending="hard_stop")
+    sf.write(tmp_path / "song.wav", y, SAMPLE_RATE)
+    counts, sock = tmp_path / "state" / "counts.json", tmp_path / "control.sock"
+    pins = Config().outputs.rpigpio.pins
+    write_counts(counts, {"GPIO17": 850, "GPIO4": 10})
+    toml = tmp_path / "config.toml"
+    toml.write_text(f'[audio]\nsource = "file"\nplaylist = ["{tmp_path / "song.wav"}"]\n'
+                    f'[model]\nmapper = "bands"\n[show]\nchannels = 16\n'
+                    f'[outputs]\nenabled = ["rpigpio"]\n'
+                    f'[outputs.rpigpio]\nswitch_counts = "{counts}"\nrated_switchings = 1000\n'
+                    f'channels = [9, 10, 11, 12, 13, 14, 15, 16]\n'
+                    f'[control]\nsocket = "{sock}"\n')
+    with caplog.at_level(logging.WARNING):
+        d = Daemon(load_config(toml), realtime=True)
+    assert "relay on GPIO17 has switched 850 times, 85% of its rated 1000" in caplog.text
+    th = threading.Thread(target=d.run, daemon=True)
+    th.start()
+    try:
+        wear = until(lambda: sock.exists() and (w := request(sock, "status")["status"].get("wear"))
+                     and sum(r["switchings"] for r in w) > 870 and w, "relays switching")
+        assert [(r["channel"], r["relay"]) for r in wear] == [
+            (9 + i, f"GPIO{p}") for i, p in enumerate(pins)]
+        ch9 = wear[0]
+        assert ch9["switchings"] >= 850 and ch9["rated"] == 1000 and ch9["replace_soon"]
+        assert ch9["life_used"] == pytest.approx(ch9["switchings"] / 1000, abs=1e-4)
+        assert not wear[7]["replace_soon"]  # GPIO4: far from its rating
+        assert cli.main(["ctl", "status", "--socket", str(sock)]) == 0
+    finally:
+        d.stop.set()
+        th.join(30)
+    out = capsys.readouterr().out
+    assert "wear:    switchings per relay, rated 1000" in out
+    line = next(x for x in out.splitlines() if "ch9 (GPIO17)" in x)
+    n = int(line.split(": ")[1].split(",")[0])
+    assert n >= 850 and f"{n / 10:.1f}% of its life  <- replace soon" in line
+    assert read_counts(counts)["GPIO17"] >= n  # flushed at exit

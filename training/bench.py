@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pi.bundle import load_bundle
+from pi.bundle import BundleError, load_bundle
 from pi.features import DEFAULT_PARAMS, StreamingFeatures, spectra_db
 from pi.mapping import ShowMapper
 from pi.outputs import MockOutput
@@ -221,6 +221,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     model = Path(args.model)
     models = [m for m in (model, model.with_name(model.name + "-conv")) if m.is_dir()]
+    try:  # a clear line for a missing or bad bundle, not a traceback from deep inside
+        if not models:
+            raise BundleError(f"{model}: expected a model bundle folder, found nothing there "
+                              f"(make train writes one)")
+        for m in models:
+            load_bundle(m)
+    except BundleError as exc:
+        print(f"bench: --model: {exc}", file=sys.stderr)
+        return 2
     costs = frame_costs(models)
     keras_cost = keras_costs(models)
     hop_us = HOP / DEFAULT_PARAMS.sample_rate * 1e6

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pi.bundle import write_bundle
+from pi.bundle import write_bundles
 from pi.decode import read_song
 from pi.features import DEFAULT_PARAMS, fit_normalisation, normalise
 from pi.encoder import NumpyEncoder
@@ -169,7 +169,7 @@ def run(args) -> dict:
                        "seed": args.seed, "epochs_max": args.epochs,
                        "max_frames": args.max_frames},
     }
-    exported = []
+    exports = []  # written together: a stop never leaves a new dense beside an old conv
     total = time.perf_counter() - t_start
     manifest_base["provenance"]["train_seconds_total"] = round(total, 1)
     for label, suffix in (("dense", ""), ("conv", "-conv")):
@@ -186,9 +186,8 @@ def run(args) -> dict:
                        detector=detector, val=val, val_audio=val_audio, notes=notes,
                        annotations=annotations, mse_pca=mse_pca)
 
-        dest = Path(args.models_dir) / (args.name + suffix)
-        write_bundle(dest, manifest=manifest, arrays=arrays, extra=extra)
-        exported.append(dest)
+        exports.append((Path(args.models_dir) / (args.name + suffix), manifest, arrays, extra))
+    exported = write_bundles(exports)
     print(f"exported {', '.join(map(str, exported))} in {total:.0f} s total")
     return {"results": results, "exported": [str(p) for p in exported], "seconds": total,
             "feature_seconds": feature_s, "audio_seconds": audio_s}
