@@ -9,7 +9,8 @@ import pytest
 from pi.features import frame_times
 from training.corpus import generate_corpus
 from training.end_detector import (EndDetector, annotated_end_s, auto_end_s, end_labels,
-                                   load_annotations, suffix_start, trim, trim_library)
+                                   load_annotations, song_inputs, suffix_start, training_frames,
+                                   trim, trim_library)
 from training.ingest import SongFeatures, load_library
 
 # Measured over 6 train/test corpus pairs like these (30 s songs, 8k-20k training frames):
@@ -39,7 +40,7 @@ def corpora(tmp_path_factory):
 @pytest.fixture(scope="module")
 def detector(corpora):
     (train, _, csv), _ = corpora
-    return EndDetector(max_frames=8_000).fit(train, annotations=csv)
+    return EndDetector().fit(*training_frames(train, annotations=csv, max_frames=8_000))
 
 
 def test_automatic_rule_finds_the_known_ends(corpora):
@@ -69,7 +70,7 @@ def test_end_error_is_bounded_for_every_kind_of_ending(corpora, detector):
 
 def test_detector_learns_the_automatic_labels_too(corpora):
     (train, _, _), (test, _, _) = corpora
-    det = EndDetector(max_frames=8_000).fit(train)
+    det = EndDetector().fit(*training_frames(train, max_frames=8_000))
     report = det.evaluate(test)
     print("auto labels:", {k: round(v, 3) for k, v in report.items() if isinstance(v, float)})
     assert report["accuracy"] >= report["naive_accuracy"]
@@ -79,17 +80,26 @@ def test_detector_learns_the_automatic_labels_too(corpora):
 
 def test_fit_follows_sklearn_conventions(corpora, detector):
     (train, _, csv), _ = corpora
-    assert detector.mean_.shape == detector.scale_.shape == (514,)
-    assert detector.n_features_in_ == 514 and detector.n_frames_fit_ == 8_000
+    X, y = training_frames(train, annotations=csv, max_frames=8_000, random_state=3)
+    assert X.shape == (8_000, 514) and y.shape == (8_000,) and y.dtype == bool
+    again = training_frames(train, annotations=csv, max_frames=8_000, random_state=3)
+    np.testing.assert_array_equal(again[0], X)  # random_state makes the draw repeatable
+    fitted = EndDetector(random_state=3)
+    assert fitted.fit(X, y) is fitted  # fit returns self
+    assert fitted.n_features_in_ == 514 and fitted.n_frames_fit_ == 8_000
+    assert [name for name, _ in fitted.model_.steps] == ["standardscaler", "logisticregression"]
+    assert fitted.coef_.shape == (514,)
     song = train[0]
-    proba = detector.predict_proba(song)
-    assert proba.shape == (song.n_frames,) and np.all((proba >= 0) & (proba <= 1))
+    proba = detector.predict_proba(song_inputs(song))
+    assert proba.shape == (song.n_frames, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(detector.ending_proba(song), proba[:, 1])
     assert 0.0 <= detector.detect_end_s(song) <= song.duration_s
     with pytest.raises(RuntimeError, match="expected a fitted detector"):
-        EndDetector().predict_proba(song)
+        EndDetector().ending_proba(song)
     all_music = {str(s.path.resolve()): 1e9 for s in train}
     with pytest.raises(ValueError, match="found only music frames"):
-        EndDetector().fit(train, annotations=all_music)
+        EndDetector().fit(*training_frames(train, annotations=all_music))
 
 
 def test_annotations_load_match_and_fail_clearly(tmp_path):

@@ -145,73 +145,92 @@ def suffix_start(proba: np.ndarray, *, clip: float = 4.0) -> int:
     return int(np.argmax(score))
 
 
+def training_frames(songs: Sequence[SongFeatures], *,
+                    annotations: Annotations | str | Path | None = None,
+                    max_frames: int = 50_000, end_share: float = 0.5, random_state: int = 0,
+                    params: FeatureParams = DEFAULT_PARAMS) -> tuple[np.ndarray, np.ndarray]:
+    """``X [shape=(n, 514)]`` (:func:`song_inputs`) and ``y [shape=(n,)]`` ("in the ending")
+    for :meth:`EndDetector.fit`: at most ``max_frames`` frames drawn from ``songs``.
+
+    ``annotations`` (a ``file,end_seconds`` CSV or a loaded dict) label the songs listed
+    there; the others get the module docstring's automatic rule. Endings are a few % of
+    frames: they get up to ``end_share`` of the budget and music the rest, so a small, fast fit
+    still sees every kind of ending (the classifier's class_weight rebalances).
+    """
+    ann = _as_annotations(annotations)
+    labels = [end_labels(s, end_s=true_end_s(s, ann, params=params), params=params)
+              for s in songs]
+    flat = np.concatenate(labels) if labels else np.zeros(0, bool)
+    if not len(flat):
+        raise ValueError(f"fit: expected songs with frames, found {len(songs)} songs "
+                         f"and no frames")
+    rng = np.random.default_rng(random_state)
+    ends, music = np.flatnonzero(flat), np.flatnonzero(~flat)
+    n_end = min(len(ends), int(end_share * max_frames))
+    n_music = min(len(music), max_frames - n_end)
+    keep = np.zeros(len(flat), bool)
+    keep[rng.choice(ends, n_end, replace=False)] = True
+    keep[rng.choice(music, n_music, replace=False)] = True
+    xs, ys, offset = [], [], 0
+    for song, y in zip(songs, labels):
+        idx = np.flatnonzero(keep[offset: offset + len(y)])
+        offset += len(y)
+        xs.append(song_inputs(song, idx, params=params))
+        ys.append(y[idx])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 class EndDetector:
-    """Per-frame "in the quiet ending" classifier; see the module docstring for the labels."""
+    """Per-frame "in the quiet ending" classifier, with scikit-learn's conventions:
+    ``fit(X, y)`` returns ``self``, ``predict_proba(X)``, learned attributes end in ``_``.
+    Song-level answers: :meth:`ending_proba`, :meth:`detect_end_s`, :meth:`evaluate`."""
 
-    def __init__(self, *, C: float = 0.05, max_frames: int = 50_000, max_iter: int = 300,
-                 class_weight: str | None = "balanced", end_share: float = 0.5,
-                 clip: float = 4.0, seed: int = 0, params: FeatureParams = DEFAULT_PARAMS):
-        self.C, self.max_frames, self.max_iter = C, max_frames, max_iter
-        self.end_share = end_share
-        self.class_weight, self.clip, self.seed, self.params = class_weight, clip, seed, params
+    def __init__(self, *, C: float = 0.05, max_iter: int = 300,
+                 class_weight: str | None = "balanced", clip: float = 4.0,
+                 random_state: int = 0, params: FeatureParams = DEFAULT_PARAMS):
+        self.C, self.max_iter, self.class_weight = C, max_iter, class_weight
+        self.clip, self.random_state, self.params = clip, random_state, params
 
-    def fit(self, songs: Sequence[SongFeatures], *,
-            annotations: Annotations | str | Path | None = None) -> "EndDetector":
-        """Fit on at most ``max_frames`` frames ``[shape=(n, 514)]`` drawn from ``songs``.
-
-        ``annotations`` (a ``file,end_seconds`` CSV or a loaded dict) label the songs listed
-        there; the others get the module docstring's automatic rule.
-        """
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "EndDetector":
+        """``X [shape=(n, 514)]`` from :func:`training_frames`, ``y`` True in the ending:
+        a ``StandardScaler`` then a ``LogisticRegression``, as one pipeline (``model_``)."""
         from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
-        ann = _as_annotations(annotations)
-        labels = [end_labels(s, end_s=true_end_s(s, ann, params=self.params), params=self.params)
-                  for s in songs]
-        flat = np.concatenate(labels) if labels else np.zeros(0, bool)
-        if not len(flat):
-            raise ValueError(f"fit: expected songs with frames, found {len(songs)} songs "
-                             f"and no frames")
-        # Endings are a few % of frames: give them up to end_share of the budget and music the
-        # rest, so a small, fast fit still sees every kind of ending; class_weight rebalances.
-        rng = np.random.default_rng(self.seed)
-        ends, music = np.flatnonzero(flat), np.flatnonzero(~flat)
-        n_end = min(len(ends), int(self.end_share * self.max_frames))
-        n_music = min(len(music), self.max_frames - n_end)
-        keep = np.zeros(len(flat), bool)
-        keep[rng.choice(ends, n_end, replace=False)] = True
-        keep[rng.choice(music, n_music, replace=False)] = True
-        xs, ys, offset = [], [], 0
-        for song, y in zip(songs, labels):
-            idx = np.flatnonzero(keep[offset: offset + len(y)])
-            offset += len(y)
-            xs.append(song_inputs(song, idx, params=self.params))
-            ys.append(y[idx])
-        x, y = np.concatenate(xs), np.concatenate(ys)
+        y = np.asarray(y, bool)
         if y.all() or not y.any():
             raise ValueError(f"fit: expected both ending and music frames, found only "
-                             f"{'ending' if y.all() else 'music'} frames in {len(songs)} songs "
-                             f"({sum(len(y) for y in labels)} frames)")
-        self.mean_ = x.mean(axis=0, dtype=np.float64)
-        self.scale_ = np.maximum(x.std(axis=0, dtype=np.float64), 1e-3)
-        self.model_ = LogisticRegression(C=self.C, class_weight=self.class_weight,
-                                         max_iter=self.max_iter)
-        self.model_.fit((x - self.mean_) / self.scale_, y)
-        self.n_features_in_ = x.shape[1]
+                             f"{'ending' if y.all() else 'music'} frames ({len(y)} frames)")
+        self.model_ = make_pipeline(
+            StandardScaler(),
+            LogisticRegression(C=self.C, class_weight=self.class_weight,
+                               max_iter=self.max_iter, random_state=self.random_state))
+        self.model_.fit(X, y)
+        self.n_features_in_ = X.shape[1]
         self.n_frames_fit_ = len(y)
         return self
 
-    def predict_proba(self, song: SongFeatures) -> np.ndarray:
-        """Probability that each frame is in the ending ``[shape=(n_frames,)]``."""
+    @property
+    def coef_(self) -> np.ndarray:
+        """The logistic regression's weights over the standardised inputs ``[shape=(514,)]``."""
+        return self.model_[-1].coef_[0]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """``[shape=(n, 2)]``: P(music), P(ending) for each row of ``X``."""
         if not hasattr(self, "model_"):
             raise RuntimeError("EndDetector: expected a fitted detector, found an unfitted one")
+        return self.model_.predict_proba(X)
+
+    def ending_proba(self, song: SongFeatures) -> np.ndarray:
+        """Probability that each frame of ``song`` is in the ending ``[shape=(n_frames,)]``."""
         if song.n_frames == 0:
             return np.zeros(0)
-        x = (song_inputs(song, params=self.params) - self.mean_) / self.scale_
-        return self.model_.predict_proba(x)[:, 1]
+        return self.predict_proba(song_inputs(song, params=self.params))[:, 1]
 
     def detect_end_s(self, song: SongFeatures) -> float:
         """The song's music end in seconds; its duration when no ending is found."""
-        k = suffix_start(self.predict_proba(song), clip=self.clip)
+        k = suffix_start(self.ending_proba(song), clip=self.clip)
         if k >= song.n_frames:
             return float(song.duration_s)
         return float(frame_times(k, params=self.params)[-1]) if k > 0 else 0.0
@@ -232,7 +251,7 @@ class EndDetector:
         for song in songs:
             end = true_end_s(song, ann, params=self.params)
             y = end_labels(song, end_s=end, params=self.params)
-            p = self.predict_proba(song)
+            p = self.ending_proba(song)
             detected = self.detect_end_s(song)
             ys.append(y)
             preds.append(p > 0.5)

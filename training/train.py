@@ -80,7 +80,8 @@ def run(args) -> dict:
         raise SystemExit(f"train: expected at least 2 usable songs, found {len(songs)}")
     train, val = ingest.split_by_song(songs, val_fraction=0.2, seed=args.seed)
 
-    detector = end_detector.EndDetector(seed=args.seed).fit(train, annotations=annotations)
+    detector = end_detector.EndDetector(random_state=args.seed).fit(
+        *end_detector.training_frames(train, annotations=annotations, random_state=args.seed))
     end_report = detector.evaluate(val, annotations=annotations)
     print(f"end detector on {len(val)} validation songs: accuracy "
           f"{end_report['accuracy']:.3f} (naive {end_report['naive_accuracy']:.3f}), balanced "
@@ -221,10 +222,10 @@ def report(out_dir: Path, *, args, results, candidates, detector, val, val_audio
                                   "activations": timeline.activations,
                                   "states": timeline.states},
                  end_song={"song": name, "times_s": song.times(),
-                           "proba": detector.predict_proba(song),
+                           "proba": detector.ending_proba(song),
                            "detected_s": detector.detect_end_s(song),
                            "true_s": end_detector.true_end_s(song, ann)},
-                 coef=detector.model_.coef_[0], notes=notes,
+                 coef=detector.coef_, notes=notes,
                  sample_rate=DEFAULT_PARAMS.sample_rate, n_fft=DEFAULT_PARAMS.n_fft)
 
 
