@@ -92,12 +92,13 @@ class BandsShow(Show):
         return frames_db @ self._matrix
 
 
-def make_show(*, model: str | Path | None = None, mapper: str = "model",
+def make_show(*, model: str | Path | Bundle | None = None, mapper: str = "model",
               n_channels: int | None = None,
               max_toggles_per_s: int | None = MECHANICAL_MAX_TOGGLES_PER_S,
               **mapper_options) -> Show:
     """The configured show; a bad, missing or mismatched bundle logs why and falls back to
-    bands. ``mapper_options``: ``overrides``, ``hold_s``, ``silence_db`` for the mapper.
+    bands. ``model``: a bundle folder, or a bundle already loaded (to build many shows from
+    one load). ``mapper_options``: ``overrides``, ``hold_s``, ``silence_db`` for the mapper.
     ``n_channels=None`` (render, preview, evaluate): as many as the bundle has, else 8.
     ``max_toggles_per_s``: the strict per-channel limit (pi/toggle_guard.py); None: none."""
     show = _make_show(model=model, mapper=mapper, n_channels=n_channels, **mapper_options)
@@ -113,9 +114,9 @@ def _make_show(*, model, mapper, n_channels, **mapper_options) -> Show:
         return BandsShow(n_channels=n_channels or 8, **mapper_options)
     if mapper != "model":
         raise ValueError(f"mapper: expected 'model' or 'bands', found {mapper!r}")
-    path = Path(model) if model else DEFAULT_BUNDLE
+    path = model.path if isinstance(model, Bundle) else Path(model) if model else DEFAULT_BUNDLE
     try:
-        bundle = load_bundle(path)
+        bundle = model if isinstance(model, Bundle) else load_bundle(path)
         if n_channels is not None and bundle.n_channels != n_channels:
             raise BundleError(f"{path}: expected a model with {n_channels} channels, found "
                               f"{bundle.n_channels}")

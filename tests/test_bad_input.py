@@ -114,6 +114,25 @@ def test_evaluate_skips_a_nan_song_and_keeps_the_good_ones(songs, capsys):
     assert "skipped" in err
 
 
+def test_evaluate_loads_the_bundle_once_for_all_songs(songs, bundle16, capsys, monkeypatch):
+    import pi.bundle
+    from training import evaluate
+
+    loads = []
+    real = pi.bundle.load_bundle
+
+    def counting(path):
+        loads.append(path)
+        return real(path)
+
+    for module in ("training.evaluate", "pi.show"):
+        monkeypatch.setattr(f"{module}.load_bundle", counting)
+    good = str(songs / "good.wav")
+    assert evaluate.main(["--model", str(bundle16), good, good, good]) == 0
+    assert len(json.loads(capsys.readouterr().out)["songs"]) == 1  # one path, scored once
+    assert loads == [str(bundle16)]
+
+
 def test_a_config_that_is_not_utf8_exits_78_naming_the_file(tmp_path, caplog):
     path = tmp_path / "config.toml"
     path.write_bytes('[audio]\nplaylist = ["/music/Weihnachtslieder f\u00fcr alle"]\n'

@@ -123,15 +123,16 @@ def main(argv=None) -> int:
     except StemsError as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
+    model = args.model
     if args.mapper == "model":
         # The daemon falls back to bands on a bad bundle; an evaluation must not silently
-        # score something other than what was asked for.
+        # score something other than what was asked for. Loaded once, for every song.
         try:
-            load_bundle(args.model or DEFAULT_BUNDLE)
+            model = load_bundle(args.model or DEFAULT_BUNDLE)
         except BundleError as exc:
             print(f"evaluate: {exc}", file=sys.stderr)
             return 2
-    result = evaluate_songs(songs, lambda: make_show(model=args.model, mapper=args.mapper),
+    result = evaluate_songs(songs, lambda: make_show(model=model, mapper=args.mapper),
                             stems=stems)
     print(json.dumps(result, indent=2))
     for path, reason in result["skipped"].items():
