@@ -25,7 +25,26 @@ from pi.mapping import MappingParams
 FORMAT_VERSION = 1
 NPZ_NAME = "encoder.npz"
 MANIFEST_NAME = "manifest.json"
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
+SHIPPED_DATA_DIR = Path("share") / "lightshow" / "models"  # where a plain install puts them
+
+
+def shipped_bundle(name: str = "default") -> Path:
+    """A model shipped with the code: ``models/<name>`` beside the source tree (a checkout or
+    an editable install), else in the installed data folder, where ``pip install`` puts
+    pyproject's data-files (``<prefix>/share/lightshow/models/<name>``, user installs too)."""
+    import sysconfig
+
+    candidates = [Path(__file__).resolve().parent.parent / "models" / name]
+    for scheme in (None, f"{os.name}_user"):
+        try:
+            data = sysconfig.get_path("data", scheme) if scheme else sysconfig.get_path("data")
+        except KeyError:
+            continue
+        candidates.append(Path(data) / SHIPPED_DATA_DIR / name)
+    return next((c for c in candidates if (c / MANIFEST_NAME).is_file()), candidates[0])
+
+
+DEFAULT_BUNDLE = shipped_bundle()
 ENCODER_PREFIX = "encoder/"
 
 

@@ -78,11 +78,15 @@ fi
 
 # --- the venv: only the runtime extras (numpy, sounddevice, soundfile, soxr; the panel's
 # Starlette and uvicorn), never TensorFlow.
-# Editable, so pi/ runs from $PREFIX and finds the shipped models/ beside it. System site
-# packages stay visible so Debian's GPIO packages can stand in if pip cannot build one.
+# A plain install, as any user's `pip install` is: the package and the shipped models (in
+# the venv's share/lightshow/models) are the venv's own, and the copy in $PREFIX is only its
+# source. The second step reinstalls the project itself on an upgrade (same version number)
+# without fetching its dependencies again. System site packages stay visible so Debian's
+# GPIO packages can stand in if pip cannot build one.
 say "venv $VENV"
 [[ -x "$DESTDIR$VENV/bin/python" ]] || sys python3 -m venv --system-site-packages "$VENV"
-sys "$VENV/bin/pip" install --quiet --editable "${PREFIX}[pi,web]"
+sys "$VENV/bin/pip" install --quiet "${PREFIX}[pi,web]"
+sys "$VENV/bin/pip" install --quiet --no-deps --force-reinstall "$PREFIX"
 
 # --- the GPIO library: RPi.GPIO cannot drive a Pi 5 (RP1 chip); rpi-lgpio provides the same
 # RPi.GPIO module on top of /dev/gpiochip and works on every model.
@@ -106,8 +110,6 @@ case "$MODEL" in
         say "not a Raspberry Pi (${MODEL:-no $MODEL_FILE}): no GPIO library;" \
             "set [outputs] enabled = [\"terminal\"] in $CONFDIR/config.toml" ;;
 esac
-# /opt is read-only to the service (ProtectSystem=strict): compile now, not on every start.
-sys "$VENV/bin/python" -m compileall -q "$PREFIX/pi"
 
 # --- config: the user's file is theirs; only a missing one is created. The folder is
 # root:lightshow 0775 so that the panel (user lightshow) can replace config.toml atomically.
