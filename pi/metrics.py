@@ -19,7 +19,39 @@ Conventions, where the definitions leave room:
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+
+class Headline(NamedTuple):
+    """A metric every report prints: its key in the metric dicts, a label, a format and
+    the goal at default settings."""
+
+    key: str
+    label: str
+    fmt: str
+    goal: str
+
+
+# The one list of headline metrics: the show metrics (shared/show-metrics.md, with the
+# fluxCorr goal raised to 0.40 by issue 8), then the structure metrics (pi/structure.py,
+# shared/structure-metrics.md). Evaluation, the preview and the training report all read it.
+SHOW_HEADLINE = (
+    Headline("fluxCorr", "fluxCorr", "{:.2f}", "≥ 0.40"),
+    Headline("dead", "dead", "{:.1f}", "0"),
+    Headline("corr_max", "corr_max", "{:.2f}", "≤ 0.70"),
+    Headline("toggles_per_s", "toggles/s", "{:.2f}", "≤ 3.0"),
+    Headline("min_run_ms", "min run ms", "{:.0f}", "≥ 100"),
+    Headline("entropy_bits", "entropy bits", "{:.2f}", "≥ 5.0"),
+    Headline("tail_off", "tail off", "{:.2f}", "≥ 0.95"),
+)
+HEADLINE = SHOW_HEADLINE + (
+    Headline("ssmCorr", "ssmCorr", "{:.2f}", "≥ 0.55"),
+    Headline("ssmLift", "ssmLift", "{:.2f}", ""),
+    Headline("stemF", "stemF", "{:.2f}", ""),
+    Headline("stemLift", "stemLift", "{:.2f}", "≥ 0.20"),
+)
 
 SAMPLE_RATE = 44100
 HOP = 512

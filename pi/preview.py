@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pi.metrics import show_metrics
+from pi.metrics import SHOW_HEADLINE, show_metrics
 from pi.render import Timeline, render_song
 from pi.show import make_show
 
@@ -36,8 +36,6 @@ TEMPLATE = "preview_template.html"
 YARD_JS = "yard.js"  # the yard drawing, shared with the web panel
 YARD_CSS = "yard.css"  # and its lamps' style
 WRITE_BLOCK = 32768  # libsndfile 1.2's Vorbis encoder crashes on one whole-song write
-HEADLINE = ("fluxCorr", "dead", "corr_max", "toggles_per_s", "min_run_ms", "entropy_bits",
-            "tail_off")
 
 
 def _b64(a: np.ndarray) -> str:
@@ -120,7 +118,8 @@ def build_html(*, song: str, model: str, timeline: Timeline, audio: np.ndarray,
     ogg = encode_audio(audio, sample_rate)
     data = {"song": song, "model": model, "duration_s": len(audio) / sample_rate,
             "metrics": {k: _finite(v) for k, v in metrics.items()},
-            "headline": list(HEADLINE), "timeline": encode_timeline(timeline, sample_rate)}
+            "headline": [h.key for h in SHOW_HEADLINE],
+            "timeline": encode_timeline(timeline, sample_rate)}
     template = resources.files("pi").joinpath(TEMPLATE).read_text(encoding="utf-8")
     yard, yard_css = (resources.files("pi").joinpath(name).read_text(encoding="utf-8")
                       for name in (YARD_JS, YARD_CSS))
@@ -192,7 +191,8 @@ def main(argv=None) -> int:
               "show", file=sys.stderr)
     m = info["metrics"]
     print(f"wrote {out} ({info['bytes'] / 1e6:.1f} MB, {info['duration_s']:.0f} s, show "
-          f"{info['model']}): " + ", ".join(f"{k} {_fmt(m.get(k))}" for k in HEADLINE))
+          f"{info['model']}): "
+          + ", ".join(f"{h.key} {_fmt(m.get(h.key))}" for h in SHOW_HEADLINE))
     print(f"open it in a browser: {out.resolve().as_uri()}")
     return 0
 

@@ -11,15 +11,11 @@ import numpy as np
 
 from pi.bundle import DEFAULT_BUNDLE, BundleError, load_bundle
 from pi.decode import AudioFileError
-from pi.metrics import mel_db, music_end_hop, onset_strength, show_metrics
+from pi.metrics import HEADLINE, mel_db, music_end_hop, onset_strength, show_metrics
 from pi.render import Timeline, render_blocks, render_song
 from pi.show import Show, make_show
 from pi.structure import audio_ssm, structure_metrics
 from training.stems import StemsError, load_stems, sidecar
-
-HEADLINE = ("fluxCorr", "dead", "corr_max", "toggles_per_s", "min_run_ms", "entropy_bits",
-            "tail_off", "ssmCorr", "ssmLift", "stemF", "stemLift")
-
 
 def song_reference(audio: np.ndarray) -> dict:
     """The audio's side of every metric, computed once per song (one mel spectrogram)."""
@@ -93,7 +89,7 @@ def mean_metrics(metrics) -> dict:
     min run, since one short run is what wears a relay."""
     metrics = list(metrics)
     out = {}
-    for key in HEADLINE:
+    for key in (h.key for h in HEADLINE):
         vals = [m[key] for m in metrics if m.get(key) is not None]
         if not vals:
             out[key] = None

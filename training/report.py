@@ -6,15 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-HEADLINE = (("mse_vs_pca", "MSE / PCA-8", "{:.2f}"), ("fluxCorr", "fluxCorr", "{:.2f}"),
-            ("dead", "dead", "{:.1f}"), ("corr_max", "corr_max", "{:.2f}"),
-            ("toggles_per_s", "toggles/s", "{:.2f}"), ("min_run_ms", "min run ms", "{:.0f}"),
-            ("entropy_bits", "entropy bits", "{:.2f}"), ("tail_off", "tail off", "{:.2f}"),
-            ("ssmCorr", "ssmCorr", "{:.2f}"), ("ssmLift", "ssmLift", "{:.2f}"),
-            ("stemF", "stemF", "{:.2f}"), ("stemLift", "stemLift", "{:.2f}"))
-GOALS = {"fluxCorr": "≥ 0.30", "dead": "0", "corr_max": "≤ 0.70", "toggles_per_s": "≤ 3.0",
-         "min_run_ms": "≥ 100", "entropy_bits": "≥ 5.0", "tail_off": "≥ 0.95",
-         "mse_vs_pca": "≤ 0.85", "ssmCorr": "≥ 0.55", "stemLift": "≥ 0.20"}
+from pi.metrics import HEADLINE, Headline
+
+# The report's rows: reconstruction, then the headline metrics every report prints.
+ROWS = (Headline("mse_vs_pca", "MSE / PCA-8", "{:.2f}", "≤ 0.85"),) + HEADLINE
 
 
 def _plt():
@@ -104,11 +99,11 @@ def _table(results: dict[str, dict]) -> str:
     labels = list(results)
     head = "".join(f"<th>{html.escape(lab)}</th>" for lab in labels)
     rows = []
-    for key, name, fmt in HEADLINE:
+    for key, name, fmt, goal in ROWS:
         cells = "".join(
             f"<td>{'-' if results[lab].get(key) is None else fmt.format(results[lab][key])}</td>"
             for lab in labels)
-        rows.append(f"<tr><th>{name}</th><td>{GOALS.get(key, '')}</td>{cells}</tr>")
+        rows.append(f"<tr><th>{name}</th><td>{goal}</td>{cells}</tr>")
     return (f"<table><tr><th>metric</th><th>goal</th>{head}</tr>{''.join(rows)}</table>")
 
 

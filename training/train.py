@@ -15,6 +15,7 @@ from pi.decode import read_song
 from pi.features import DEFAULT_PARAMS, fit_normalisation, normalise
 from pi.encoder import NumpyEncoder
 from pi.mapping import MappingParams, ShowMapper
+from pi.metrics import HEADLINE, Headline
 from pi.render import render_blocks
 from pi.show import BandsShow, Show
 from training import corpus, end_detector, ingest
@@ -234,13 +235,9 @@ def _fmt(v, spec):
 
 
 def _print_row(label: str, r: dict) -> None:
-    print(f"  {label:13s} mse/pca {_fmt(r.get('mse_vs_pca'), '5.2f')}  fluxCorr "
-          f"{_fmt(r['fluxCorr'], '5.2f')}  dead {_fmt(r['dead'], '3.1f')}  corr_max "
-          f"{_fmt(r['corr_max'], '4.2f')}  toggles/s {_fmt(r['toggles_per_s'], '4.2f')}  "
-          f"min run {_fmt(r['min_run_ms'], '5.0f')} ms  entropy "
-          f"{_fmt(r['entropy_bits'], '4.2f')}  tail off {_fmt(r['tail_off'], '4.2f')}  "
-          f"ssmCorr {_fmt(r.get('ssmCorr'), '5.2f')}  stemF {_fmt(r.get('stemF'), '4.2f')}  "
-          f"stemLift {_fmt(r.get('stemLift'), '5.2f')}")
+    cells = "  ".join(f"{h.label} {_fmt(r.get(h.key), h.fmt[2:-1])}"
+                      for h in (Headline("mse_vs_pca", "mse/pca", "{:.2f}", ""),) + HEADLINE)
+    print(f"  {label:13s} {cells}")
 
 
 def main(argv=None) -> int:
