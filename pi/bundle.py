@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from pi.encoder import EncoderSpecError, NumpyEncoder
+from pi.errors import LightshowError
 from pi.features import FeatureParams, normalise
 from pi.mapping import MappingParams
 
@@ -48,7 +49,7 @@ DEFAULT_BUNDLE = shipped_bundle()
 ENCODER_PREFIX = "encoder/"
 
 
-class BundleError(Exception):
+class BundleError(LightshowError):
     """A bundle that is missing, corrupt or incompatible; the message names file and key."""
 
 

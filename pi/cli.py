@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pi import stopping
 from pi.config import MAPPERS, OUTPUT_NAMES, SOURCES, Config, ConfigError, load_config
+from pi.errors import LightshowError
 
 log = logging.getLogger("lightshow")
 
@@ -228,12 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        from pi.outputs import OutputError
-
-        # Expected failures (no GPIO, an unreadable file) get one clear line; bugs and -v a
-        # traceback.
-        if args.verbose or not isinstance(exc, (OutputError, OSError)):
+    except (LightshowError, OSError) as exc:
+        # Expected failures (no GPIO, a bad song or bundle, an unreadable file) get one clear
+        # line; with -v a traceback too. Anything else is a bug and is raised.
+        if args.verbose:
             raise
         log.error("%s", exc)
         return 1

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The checkers are package-private helpers; ConfigError, check_bcm_pins and the limits are
-# public and imported from here by the rest of pi/.
-from pi.config_values import (BCM_PINS, DMX_SLOTS, MAX_CHANNELS, RELAY_DEFAULTS,  # noqa: F401
-                              RELAY_KINDS, ConfigError, _addresses, _auto_int, _bool, _channels, _choice, _device, _fail, _int,
-                              _ipv4, _list, _latency, _no_duplicates, _num, _pwm, _senders, _source_name,
-                              _str, _strings, check_bcm_pins)
+# The value checkers are public in pi.config_values; the rest of pi/ imports them from there.
+from pi import e131
+from pi.config_values import (DMX_SLOTS, MAX_CHANNELS, RELAY_DEFAULTS, RELAY_KINDS, ConfigError,
+                              check_addresses, check_auto_int, check_bcm_pins, check_bool,
+                              check_channels, check_choice, check_device, check_int, check_ipv4,
+                              check_latency, check_list, check_no_duplicates, check_num, check_pwm,
+                              check_senders, check_source_name, check_str, check_strings, fail)
 from pi.config_panel import CHECKS as PANEL_CHECKS
 from pi.config_panel import ControlConfig, ScheduleConfig, WebConfig
 from pi.config_panel import check_cross as _check_panel
@@ -26,7 +27,6 @@ SOURCES = ("line-in", "playlist", "file", "sacn")
 MAPPERS = ("model", "bands")
 OUTPUT_NAMES = ("rpigpio", "sacn", "terminal", "mock")
 MIN_HOLD_MS = 50  # below this, mechanical relays chatter and wear out; SSRs don't care
-E131_PORT = 5568
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class SACNOutputConfig:
     start_address: int = 1
     channels: tuple[int, ...] = ()
     destination: str = "multicast"
-    port: int = E131_PORT
+    port: int = e131.PORT
     priority: int = 100
     source_name: str = "lightshow"
     fps: int = 40
@@ -99,7 +99,7 @@ class SACNSourceConfig:
     universe: int = 1
     addresses: tuple[int, ...] = ()
     timeout_s: float = 2.5
-    port: int = E131_PORT
+    port: int = e131.PORT
     interface: str = ""
     multicast: bool = True
     allowed_senders: tuple[str, ...] = ()
@@ -132,7 +132,7 @@ class Config:
 def _build(cls: type, d: Any, prefix: str) -> Any:
     name = prefix.rstrip(".") or "the config"
     if not isinstance(d, dict):
-        raise _fail(name, "a table", d)
+        raise fail(name, "a table", d)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in d:
         if key not in fields:
@@ -155,58 +155,58 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
 
 
 def _enabled(key: str, v: Any) -> tuple[str, ...]:
-    out = tuple(_choice(f"{key}[{i}]", x, OUTPUT_NAMES) for i, x in enumerate(_list(key, v)))
+    out = tuple(check_choice(f"{key}[{i}]", x, OUTPUT_NAMES) for i, x in enumerate(check_list(key, v)))
     if not out:
-        raise _fail(key, "at least one of " + ", ".join(OUTPUT_NAMES), v)
-    _no_duplicates(key, out)
+        raise fail(key, "at least one of " + ", ".join(OUTPUT_NAMES), v)
+    check_no_duplicates(key, out)
     return out
 
 
 _CHECKS = {
-    "audio.source": lambda k, v: _choice(k, v, SOURCES),
-    "audio.device": _device,
-    "audio.playlist": _strings,
-    "audio.shuffle": _bool,
-    "audio.repeat": _bool,
-    "audio.block_ms": lambda k, v: _int(k, v, 5, 200, " (milliseconds)"),
-    "model.path": lambda k, v: _str(k, v, 'a bundle folder path, or "" for the shipped model'),
-    "model.mapper": lambda k, v: _choice(k, v, MAPPERS),
-    "show.channels": lambda k, v: _int(k, v, 1, MAX_CHANNELS),
-    "show.hold_ms": lambda k, v: _int(k, v, MIN_HOLD_MS, 10_000,
+    "audio.source": lambda k, v: check_choice(k, v, SOURCES),
+    "audio.device": check_device,
+    "audio.playlist": check_strings,
+    "audio.shuffle": check_bool,
+    "audio.repeat": check_bool,
+    "audio.block_ms": lambda k, v: check_int(k, v, 5, 200, " (milliseconds)"),
+    "model.path": lambda k, v: check_str(k, v, 'a bundle folder path, or "" for the shipped model'),
+    "model.mapper": lambda k, v: check_choice(k, v, MAPPERS),
+    "show.channels": lambda k, v: check_int(k, v, 1, MAX_CHANNELS),
+    "show.hold_ms": lambda k, v: check_int(k, v, MIN_HOLD_MS, 10_000,
                                       " (milliseconds; under 50 wears out relays)"),
-    "show.silence_db": lambda k, v: _num(k, v, -120, 0, " (dBFS)"),
-    "show.invert": _channels,
-    "show.always_on": _channels,
-    "show.always_off": _channels,
-    "show.latency_ms": _latency,
+    "show.silence_db": lambda k, v: check_num(k, v, -120, 0, " (dBFS)"),
+    "show.invert": check_channels,
+    "show.always_on": check_channels,
+    "show.always_off": check_channels,
+    "show.latency_ms": check_latency,
     "outputs.enabled": _enabled,
     "outputs.rpigpio.pins": lambda k, v: check_bcm_pins(v, k),
-    "outputs.rpigpio.active_low": _bool,
-    "outputs.rpigpio.channels": _channels,
-    "outputs.rpigpio.pwm_hz": _pwm,
-    "outputs.rpigpio.relay": lambda k, v: _choice(k, v, RELAY_KINDS),
-    "outputs.rpigpio.max_toggles_per_s": _auto_int(1, 50, " switchings per second"),
-    "outputs.rpigpio.rated_switchings": _auto_int(0, 10**12, " (0: not counted against)"),
-    "outputs.rpigpio.switch_counts": lambda k, v: _str(k, v, 'a JSON file path, "auto", or '
+    "outputs.rpigpio.active_low": check_bool,
+    "outputs.rpigpio.channels": check_channels,
+    "outputs.rpigpio.pwm_hz": check_pwm,
+    "outputs.rpigpio.relay": lambda k, v: check_choice(k, v, RELAY_KINDS),
+    "outputs.rpigpio.max_toggles_per_s": check_auto_int(1, 50, " switchings per second"),
+    "outputs.rpigpio.rated_switchings": check_auto_int(0, 10**12, " (0: not counted against)"),
+    "outputs.rpigpio.switch_counts": lambda k, v: check_str(k, v, 'a JSON file path, "auto", or '
                                                        '"" for no counting'),
-    "outputs.sacn.universe": lambda k, v: _int(k, v, 1, 63999),
-    "outputs.sacn.start_address": lambda k, v: _int(k, v, 1, DMX_SLOTS, " (a DMX address)"),
-    "outputs.sacn.channels": _channels,
-    "outputs.sacn.destination": lambda k, v: _ipv4(k, v, keyword="multicast"),
-    "outputs.sacn.port": lambda k, v: _int(k, v, 1, 65535),
-    "outputs.sacn.priority": lambda k, v: _int(k, v, 0, 200),
-    "outputs.sacn.source_name": _source_name,
-    "outputs.sacn.fps": lambda k, v: _int(k, v, 1, 44, " (DMX512 refreshes at most 44 times "
+    "outputs.sacn.universe": lambda k, v: check_int(k, v, *e131.UNIVERSES),
+    "outputs.sacn.start_address": lambda k, v: check_int(k, v, 1, DMX_SLOTS, " (a DMX address)"),
+    "outputs.sacn.channels": check_channels,
+    "outputs.sacn.destination": lambda k, v: check_ipv4(k, v, keyword="multicast"),
+    "outputs.sacn.port": lambda k, v: check_int(k, v, 1, 65535),
+    "outputs.sacn.priority": lambda k, v: check_int(k, v, *e131.PRIORITIES),
+    "outputs.sacn.source_name": check_source_name,
+    "outputs.sacn.fps": lambda k, v: check_int(k, v, 1, 44, " (DMX512 refreshes at most 44 times "
                                           "a second)"),
-    "outputs.sacn.dimmer": _bool,
-    "outputs.mock.record": lambda k, v: _str(k, v, 'a JSONL file path, or "" for memory only'),
-    "sacn_source.universe": lambda k, v: _int(k, v, 1, 63999),
-    "sacn_source.addresses": _addresses,
-    "sacn_source.timeout_s": lambda k, v: _num(k, v, 1, 10, " seconds (E1.31 says 2.5)"),
-    "sacn_source.port": lambda k, v: _int(k, v, 1, 65535),
-    "sacn_source.interface": lambda k, v: _ipv4(k, v, keyword=""),
-    "sacn_source.multicast": _bool,
-    "sacn_source.allowed_senders": _senders,
+    "outputs.sacn.dimmer": check_bool,
+    "outputs.mock.record": lambda k, v: check_str(k, v, 'a JSONL file path, or "" for memory only'),
+    "sacn_source.universe": lambda k, v: check_int(k, v, *e131.UNIVERSES),
+    "sacn_source.addresses": check_addresses,
+    "sacn_source.timeout_s": lambda k, v: check_num(k, v, 1, 10, " seconds (E1.31 says 2.5)"),
+    "sacn_source.port": lambda k, v: check_int(k, v, 1, 65535),
+    "sacn_source.interface": lambda k, v: check_ipv4(k, v, keyword=""),
+    "sacn_source.multicast": check_bool,
+    "sacn_source.allowed_senders": check_senders,
     **PANEL_CHECKS,
 }
 

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pi.config_values import ConfigError, _bool, _fail, _list, _num, _str
+from pi.config_values import ConfigError, check_bool, check_list, check_num, check_str, fail
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # "17:30", "sunset", "sunset-00:15", "sunrise+1:00"
@@ -42,64 +42,64 @@ class WebConfig:
 
 def _days(key: str, v: Any) -> tuple[str, ...]:
     out = []
-    for i, d in enumerate(_list(key, v)):
+    for i, d in enumerate(check_list(key, v)):
         if not isinstance(d, str) or d.lower() not in DAYS:
-            raise _fail(f"{key}[{i}]", "one of " + ", ".join(f'"{x}"' for x in DAYS), d)
+            raise fail(f"{key}[{i}]", "one of " + ", ".join(f'"{x}"' for x in DAYS), d)
         if d.lower() in out:
             raise ConfigError(f"{key}: expected each day once, found {d!r} twice")
         out.append(d.lower())
     if not out:
-        raise _fail(key, "at least one day", v)
+        raise fail(key, "at least one day", v)
     return tuple(out)
 
 
 def _show_time(key: str, v: Any) -> str:
     if not isinstance(v, str) or not TIME_RE.match(v.strip()):
-        raise _fail(key, 'a time "HH:MM" (24 h), or "sunset"/"sunrise" with an optional '
+        raise fail(key, 'a time "HH:MM" (24 h), or "sunset"/"sunrise" with an optional '
                     'offset such as "sunset-00:15"', v)
     return v.strip()
 
 
 def _timezone(key: str, v: Any) -> str:
-    v = _str(key, v, 'a time zone name such as "Europe/London", or "" for the system\'s')
+    v = check_str(key, v, 'a time zone name such as "Europe/London", or "" for the system\'s')
     if v:
         import zoneinfo
 
         try:
             zoneinfo.ZoneInfo(v)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise _fail(key, 'a time zone name such as "Europe/London", or "" for the '
+            raise fail(key, 'a time zone name such as "Europe/London", or "" for the '
                         "system's", v) from None
     return v
 
 
 def _listen(key: str, v: Any) -> str:
-    host, sep, port = _str(key, v, 'an address "host:port" such as "0.0.0.0:8080"') \
+    host, sep, port = check_str(key, v, 'an address "host:port" such as "0.0.0.0:8080"') \
         .rpartition(":")
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise _fail(key, 'an address "host:port" such as "0.0.0.0:8080" or '
+        raise fail(key, 'an address "host:port" such as "0.0.0.0:8080" or '
                     '"127.0.0.1:8080"', v)
     return v
 
 
 def _upload_mb(key: str, v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 2000:
-        raise _fail(key, "an integer from 1 to 2000 (megabytes)", v)
+        raise fail(key, "an integer from 1 to 2000 (megabytes)", v)
     return v
 
 
 CHECKS = {
-    "control.socket": lambda k, v: _str(k, v, 'a socket path, or "" for '
+    "control.socket": lambda k, v: check_str(k, v, 'a socket path, or "" for '
                                         f'{DEFAULT_SOCKET}'),
-    "schedule.enabled": _bool,
+    "schedule.enabled": check_bool,
     "schedule.days": _days,
     "schedule.on": _show_time,
     "schedule.off": _show_time,
-    "schedule.latitude": lambda k, v: _num(k, v, -90, 90, " (degrees north)"),
-    "schedule.longitude": lambda k, v: _num(k, v, -180, 180, " (degrees east)"),
+    "schedule.latitude": lambda k, v: check_num(k, v, -90, 90, " (degrees north)"),
+    "schedule.longitude": lambda k, v: check_num(k, v, -180, 180, " (degrees east)"),
     "schedule.timezone": _timezone,
     "web.listen": _listen,
-    "web.password_file": lambda k, v: _str(k, v, "a file path"),
+    "web.password_file": lambda k, v: check_str(k, v, "a file path"),
     "web.max_upload_mb": _upload_mb,
 }
 

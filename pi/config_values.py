@@ -8,9 +8,12 @@ import ipaddress
 import json
 from typing import Any
 
+from pi import e131
+from pi.errors import LightshowError
+
 MAX_CHANNELS = 16
 BCM_PINS = range(0, 28)  # the 40-pin header's GPIO 0..27 on every Pi since the B+
-DMX_SLOTS = 512
+DMX_SLOTS = e131.MAX_SLOTS
 
 # `outputs.rpigpio.relay` picks these defaults. A cheap mechanical relay is rated for about
 # 10^5 switchings at its rated load; at 3 a second its budget lasts a season, not a week.
@@ -22,7 +25,7 @@ RELAY_DEFAULTS = {"mechanical": {"max_toggles_per_s": MECHANICAL_MAX_TOGGLES_PER
                   "ssr": {"max_toggles_per_s": 20, "rated_switchings": 0}}
 
 
-class ConfigError(Exception):
+class ConfigError(LightshowError):
     """A config that cannot be used; the message names the key and what was expected."""
 
 
@@ -45,49 +48,49 @@ def _describe(value: Any) -> str:
     return f"{kind} {_toml(value)}"
 
 
-def _fail(key: str, expected: str, value: Any) -> ConfigError:
+def fail(key: str, expected: str, value: Any) -> ConfigError:
     return ConfigError(f"{key}: expected {expected}, found {_describe(value)}")
 
 
-def _int(key: str, v: Any, lo: int, hi: int, what: str = "") -> int:
+def check_int(key: str, v: Any, lo: int, hi: int, what: str = "") -> int:
     # bool is an int subclass in Python; `channels = true` is a mistake, not 1.
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise _fail(key, f"an integer from {lo} to {hi}{what}", v)
+        raise fail(key, f"an integer from {lo} to {hi}{what}", v)
     return v
 
 
-def _num(key: str, v: Any, lo: float, hi: float, what: str = "") -> float:
+def check_num(key: str, v: Any, lo: float, hi: float, what: str = "") -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise _fail(key, f"a number from {lo:g} to {hi:g}{what}", v)
+        raise fail(key, f"a number from {lo:g} to {hi:g}{what}", v)
     return float(v)
 
 
-def _bool(key: str, v: Any) -> bool:
+def check_bool(key: str, v: Any) -> bool:
     if not isinstance(v, bool):
-        raise _fail(key, "true or false", v)
+        raise fail(key, "true or false", v)
     return v
 
 
-def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
+def check_choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(v, str) or v not in choices:
-        raise _fail(key, "one of " + ", ".join(f'"{c}"' for c in choices), v)
+        raise fail(key, "one of " + ", ".join(f'"{c}"' for c in choices), v)
     return v
 
 
-def _list(key: str, v: Any) -> list:
+def check_list(key: str, v: Any) -> list:
     if not isinstance(v, list):
-        raise _fail(key, "a list [...]", v)
+        raise fail(key, "a list [...]", v)
     return v
 
 
-def _channels(key: str, v: Any) -> tuple[int, ...]:
-    out = tuple(_int(f"{key}[{i}]", x, 1, MAX_CHANNELS, " (a 1-based channel number)")
-                for i, x in enumerate(_list(key, v)))
-    _no_duplicates(key, out)
+def check_channels(key: str, v: Any) -> tuple[int, ...]:
+    out = tuple(check_int(f"{key}[{i}]", x, 1, MAX_CHANNELS, " (a 1-based channel number)")
+                for i, x in enumerate(check_list(key, v)))
+    check_no_duplicates(key, out)
     return out
 
 
-def _no_duplicates(key: str, items: tuple) -> None:
+def check_no_duplicates(key: str, items: tuple) -> None:
     seen = set()
     for x in items:
         if x in seen:
@@ -98,7 +101,7 @@ def _no_duplicates(key: str, items: tuple) -> None:
 def check_bcm_pins(pins: Any, key: str = "pins") -> tuple[int, ...]:
     """BCM numbers 0..27 without duplicates; shared with pi.outputs so both say the same."""
     out = []
-    for i, pin in enumerate(_list(key, pins)):
+    for i, pin in enumerate(check_list(key, pins)):
         if isinstance(pin, bool) or not isinstance(pin, int) or pin not in BCM_PINS:
             raise ConfigError(f"{key}[{i}]: expected a BCM GPIO number from 0 to 27, "
                               f"found {_describe(pin)}")
@@ -111,53 +114,53 @@ def check_bcm_pins(pins: Any, key: str = "pins") -> tuple[int, ...]:
     return tuple(out)
 
 
-def _str(key: str, v: Any, expected: str) -> str:
+def check_str(key: str, v: Any, expected: str) -> str:
     if not isinstance(v, str):
-        raise _fail(key, expected, v)
+        raise fail(key, expected, v)
     return v
 
 
-def _device(key: str, v: Any) -> str | int:
+def check_device(key: str, v: Any) -> str | int:
     if isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
         return v
-    raise _fail(key, 'a device name (substring), an index >= 0, or "" for the default', v)
+    raise fail(key, 'a device name (substring), an index >= 0, or "" for the default', v)
 
 
-def _strings(key: str, v: Any) -> tuple[str, ...]:
-    out = tuple(_list(key, v))
+def check_strings(key: str, v: Any) -> tuple[str, ...]:
+    out = tuple(check_list(key, v))
     for i, x in enumerate(out):
         if not isinstance(x, str) or not x:
-            raise _fail(f"{key}[{i}]", "a non-empty path string", x)
+            raise fail(f"{key}[{i}]", "a non-empty path string", x)
     return out
 
 
-def _latency(key: str, v: Any) -> float | str:
+def check_latency(key: str, v: Any) -> float | str:
     if v == "auto":
         return v
     if isinstance(v, str):
-        raise _fail(key, '"auto" or a number of milliseconds', v)
-    return _num(key, v, -1000, 1000, ' (milliseconds) or "auto"')
+        raise fail(key, '"auto" or a number of milliseconds', v)
+    return check_num(key, v, -1000, 1000, ' (milliseconds) or "auto"')
 
 
-def _addresses(key: str, v: Any) -> tuple[int, ...]:
-    out = tuple(_int(f"{key}[{i}]", x, 1, DMX_SLOTS, " (a DMX address)")
-                for i, x in enumerate(_list(key, v)))
-    _no_duplicates(key, out)
+def check_addresses(key: str, v: Any) -> tuple[int, ...]:
+    out = tuple(check_int(f"{key}[{i}]", x, 1, DMX_SLOTS, " (a DMX address)")
+                for i, x in enumerate(check_list(key, v)))
+    check_no_duplicates(key, out)
     return out
 
 
-def _ipv4(key: str, v: Any, *, keyword: str) -> str:
+def check_ipv4(key: str, v: Any, *, keyword: str) -> str:
     """An IPv4 address for unicast, or `keyword` ("multicast" or "")."""
     expected = (f'"{keyword}" or an IPv4 address such as "192.168.1.50"' if keyword else
                 'an IPv4 address such as "192.168.1.20", or "" for every interface')
     if v == keyword:
         return v
     try:
-        ip = ipaddress.IPv4Address(_str(key, v, expected))
+        ip = ipaddress.IPv4Address(check_str(key, v, expected))
     except ValueError:
-        raise _fail(key, expected, v) from None
+        raise fail(key, expected, v) from None
     if ip.is_multicast or ip.is_unspecified:
-        raise _fail(key, expected + " (not a multicast or 0.0.0.0 address: E1.31 picks the "
+        raise fail(key, expected + " (not a multicast or 0.0.0.0 address: E1.31 picks the "
                     "multicast group from the universe)", v)
     return v
 
@@ -177,12 +180,12 @@ def sender_id(text: str) -> tuple[str, str] | None:
         return None
 
 
-def _senders(key: str, v: Any) -> tuple[str, ...]:
+def check_senders(key: str, v: Any) -> tuple[str, ...]:
     out, seen = [], {}
-    for i, x in enumerate(_list(key, v)):
+    for i, x in enumerate(check_list(key, v)):
         ident = sender_id(x) if isinstance(x, str) else None
         if ident is None:
-            raise _fail(f"{key}[{i}]", 'a sender CID such as "6ba7b810-9dad-11d1-80b4-'
+            raise fail(f"{key}[{i}]", 'a sender CID such as "6ba7b810-9dad-11d1-80b4-'
                         '00c04fd430c8" (as the receiver logs it) or an IPv4 address such as '
                         '"192.168.1.20"', x)
         if ident in seen:
@@ -193,24 +196,24 @@ def _senders(key: str, v: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _source_name(key: str, v: Any) -> str:
+def check_source_name(key: str, v: Any) -> str:
     if not isinstance(v, str) or not 1 <= len(v.encode("utf-8")) <= 63:
-        raise _fail(key, "a name of 1 to 63 UTF-8 bytes", v)
+        raise fail(key, "a name of 1 to 63 UTF-8 bytes", v)
     return v
 
 
-def _pwm(key: str, v: Any) -> int:
+def check_pwm(key: str, v: Any) -> int:
     if v == 0:
         return 0
-    return _int(key, v, 50, 2000, " Hz, or 0 for plain on/off")
+    return check_int(key, v, 50, 2000, " Hz, or 0 for plain on/off")
 
 
-def _auto_int(lo: int, hi: int, what: str):
+def check_auto_int(lo: int, hi: int, what: str):
     """"auto" (the relay kind's default) or an integer in range."""
     def check(key: str, v: Any) -> int | str:
         if v == "auto":
             return v
         if isinstance(v, str):
-            raise _fail(key, f'"auto" or an integer from {lo} to {hi}{what}', v)
-        return _int(key, v, lo, hi, what + ' or "auto"')
+            raise fail(key, f'"auto" or an integer from {lo} to {hi}{what}', v)
+        return check_int(key, v, lo, hi, what + ' or "auto"')
     return check

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from pi.errors import LightshowError
 from pi.outputs import Output
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ SCHEDULE_S = 1.0          # how often the show hours are looked at
 RELAY_TEST_STEP_S = 1.0
 
 
-class ControlError(Exception):
+class ControlError(LightshowError):
     """The control socket cannot be reached or refused a request; says which and why."""
 
 

@@ -6,13 +6,14 @@ from typing import Iterator
 
 import numpy as np
 
+from pi.errors import LightshowError
 from pi.features import SAMPLE_RATE, StreamResampler, to_mono
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
 BLOCK_FRAMES = 32768
 
 
-class AudioFileError(Exception):
+class AudioFileError(LightshowError):
     """A song that cannot be decoded; the message names the file."""
 
 

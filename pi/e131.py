@@ -21,6 +21,9 @@ FRAMING_DATA = 0x02                            # VECTOR_E131_DATA_PACKET
 DMP_SET_PROPERTY, DMP_TYPES = 0x02, 0xA1
 HEADER = 126                                   # octets before the first slot
 MAX_SLOTS = 512
+# The ranges E1.31 allows (section 6.2.3 priority, 6.2.7 universe); config and output check them.
+UNIVERSES = (1, 63999)
+PRIORITIES = (0, 200)
 OPT_PREVIEW, OPT_TERMINATED, OPT_FORCE_SYNC = 0x80, 0x40, 0x20
 DATA_LOSS_S = 2.5                              # E131_NETWORK_DATA_LOSS_TIMEOUT
 
@@ -97,8 +100,10 @@ def parse(data: bytes) -> DataPacket:
                              ("DMP", 115, dmp_fl)):
         _expect(fl == 0x7000 | (end - start), "bad_length", f"{layer} layer flags and length",
                 f"0x{0x7000 | (end - start):04x}", f"0x{fl:04x}")
-    _expect(priority <= 200, "bad_priority", "priority", "0..200", priority)
-    _expect(1 <= universe <= 63999, "bad_universe", "universe", "1..63999", universe)
+    _expect(priority <= PRIORITIES[1], "bad_priority", "priority", "%d..%d" % PRIORITIES,
+            priority)
+    _expect(UNIVERSES[0] <= universe <= UNIVERSES[1], "bad_universe", "universe",
+            "%d..%d" % UNIVERSES, universe)
     _expect(start_code == 0, "start_code", "START code", "0x00 (levels)", f"0x{start_code:02x}")
     # A name that is not valid UTF-8 is only a label: it must not cost the packet.
     source_name = name.split(b"\0", 1)[0].decode("utf-8", errors="replace")

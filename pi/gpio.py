@@ -16,7 +16,7 @@ import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from pi.config import ConfigError, check_bcm_pins
+from pi.config_values import ConfigError, check_bcm_pins
 from pi.outputs import Output, OutputError
 
 if TYPE_CHECKING:

@@ -24,11 +24,12 @@ import numpy as np
 
 from pi import stopping
 from pi.config import Config
+from pi.errors import LightshowError
 
 _OPEN: list["Output"] = []  # opened and not yet closed, oldest first
 
 
-class OutputError(Exception):
+class OutputError(LightshowError):
     """An output that cannot start or run; the message names the pin/package/thing."""
 
 

@@ -60,7 +60,7 @@ def _socket_class(base):
         """The package's UDP socket, with the port, error handling and watching we need."""
 
         def __init__(self, *, port: int, fps: int):
-            # Bound to an ephemeral port: a receiver on this machine owns 5568.
+            # Bound to an ephemeral port: a receiver on this machine owns e131.PORT.
             super().__init__(None, "0.0.0.0", 0, fps)
             self.port = port
             self.sent = self.errors = 0
@@ -149,10 +149,12 @@ class SACNOutput(Output):
         super().__init__(n_channels)
         last = start_address + n_channels - 1
         for what, ok, expected, found in (
-                ("universe", 1 <= universe <= 63999, "1..63999", universe),
+                ("universe", e131.UNIVERSES[0] <= universe <= e131.UNIVERSES[1],
+                 "%d..%d" % e131.UNIVERSES, universe),
                 ("start_address", 1 <= start_address and last <= e131.MAX_SLOTS,
                  "channels within DMX addresses 1..512", f"{start_address}..{last}"),
-                ("priority", 0 <= priority <= 200, "0..200", priority),
+                ("priority", e131.PRIORITIES[0] <= priority <= e131.PRIORITIES[1],
+                 "%d..%d" % e131.PRIORITIES, priority),
                 ("fps", 1 <= fps <= 44, "1..44", fps)):
             if not ok:
                 raise OutputError(f"sacn {what}: expected {expected}, found {found}")

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from pi.decode import BLOCK_FRAMES, AudioFileError, iter_song_blocks
+from pi.errors import LightshowError
 from pi.features import DEFAULT_PARAMS
 from pi.playlist import Playlist
 
@@ -40,11 +41,11 @@ SONG_ERRORS = (AudioFileError, RuntimeError, OSError, ValueError)
 FRAME_S = DEFAULT_PARAMS.n_fft / DEFAULT_PARAMS.sample_rate  # one analysis frame
 
 
-class DeviceError(Exception):
+class DeviceError(LightshowError):
     """An audio device that is missing, busy or lost; the daemon retries with backoff."""
 
 
-class PlaylistError(Exception):
+class PlaylistError(LightshowError):
     """A playlist that was played once and had nothing playable in it."""
 
 

@@ -121,3 +121,32 @@ def test_check_config_summary(tmp_path):
     assert "(built-in defaults): OK" in check_config(None)
     with pytest.raises(ConfigError):
         check_config(_write(tmp_path, "[show]\nhold_ms = 1\n"))
+
+
+def test_expected_errors_share_one_base_that_the_cli_reports_in_one_line(monkeypatch, caplog):
+    import logging
+
+    from pi import cli
+    from pi.bundle import BundleError
+    from pi.control import ControlError
+    from pi.decode import AudioFileError
+    from pi.errors import LightshowError
+    from pi.outputs import OutputError
+    from pi.sources import DeviceError, PlaylistError
+
+    for cls in (ConfigError, BundleError, AudioFileError, DeviceError, PlaylistError,
+                OutputError, ControlError):
+        assert issubclass(cls, LightshowError), cls
+
+    def fails(exc):
+        def command(args):
+            raise exc
+        return command
+
+    monkeypatch.setattr(cli, "cmd_devices", fails(BundleError("m: expected a bundle, found none")))
+    with caplog.at_level(logging.ERROR):
+        assert cli.main(["devices"]) == 1
+    assert "m: expected a bundle, found none" in caplog.text
+    monkeypatch.setattr(cli, "cmd_devices", fails(ZeroDivisionError("a bug")))
+    with pytest.raises(ZeroDivisionError):  # a bug is not an expected error: a traceback
+        cli.main(["devices"])

@@ -1,0 +1,8 @@
+"""The one base class of the errors lightshow expects (bad config, bundle, song, device,
+playlist, output, control socket): each message names the thing and what was expected. The
+command line catches it for one clear line; anything else is a bug and shows a traceback."""
+from __future__ import annotations
+
+
+class LightshowError(Exception):
+    """An expected failure, with a message that says what was expected and what was found."""
