@@ -3,8 +3,6 @@ over outputs (two boards, or a board and sACN), PWM levels on a fake RPi.GPIO, a
 mapper's dimmer levels."""
 from __future__ import annotations
 
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -85,43 +83,6 @@ def test_sixteen_channels_on_two_boards_or_board_plus_sacn(tmp_path):
 
 
 # --- splitting channels over outputs ---------------------------------------------------------
-
-def _fake_gpio() -> types.ModuleType:
-    gpio = types.ModuleType("RPi.GPIO")
-    gpio.BCM, gpio.OUT, gpio.LOW, gpio.HIGH = 11, 0, 0, 1
-    gpio.calls = []
-    gpio.setwarnings = gpio.setmode = lambda *a: None
-    gpio.setup = lambda pin, mode, initial=None: gpio.calls.append(("setup", pin, initial))
-    gpio.output = lambda pin, level: gpio.calls.append(("output", pin, level))
-    gpio.cleanup = lambda pins=None: gpio.calls.append(("cleanup", list(pins)))
-
-    class PWM:
-        def __init__(self, pin, hz):
-            self.pin = pin
-            gpio.calls.append(("pwm", pin, hz))
-
-        def start(self, duty):
-            gpio.calls.append(("start", self.pin, duty))
-
-        def ChangeDutyCycle(self, duty):  # noqa: N802 - RPi.GPIO's name
-            gpio.calls.append(("duty", self.pin, round(duty, 3)))
-
-        def stop(self):
-            gpio.calls.append(("stop", self.pin))
-
-    gpio.PWM = PWM
-    return gpio
-
-
-@pytest.fixture
-def gpio(monkeypatch):
-    fake = _fake_gpio()
-    rpi = types.ModuleType("RPi")
-    rpi.GPIO = fake
-    monkeypatch.setitem(sys.modules, "RPi", rpi)
-    monkeypatch.setitem(sys.modules, "RPi.GPIO", fake)
-    return fake
-
 
 def test_board_drives_channels_1_to_8_and_the_mock_sees_all_16(gpio, tmp_path):
     cfg = Config.from_dict({"show": {"channels": 16}, "outputs": {

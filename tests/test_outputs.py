@@ -5,7 +5,6 @@ import io
 import subprocess
 import sys
 import textwrap
-import types
 
 import numpy as np
 import pytest
@@ -18,41 +17,6 @@ from pi.terminal import TerminalOutput
 
 PINS = [17, 18, 27, 22, 23, 24, 25, 4]
 ON = np.array([1, 0, 1, 0, 0, 0, 0, 1], dtype=bool)
-
-
-# --- a fake RPi.GPIO -------------------------------------------------------------------------
-
-def _fake_gpio(*, lgpio_shim: bool = False) -> types.ModuleType:
-    gpio = types.ModuleType("RPi.GPIO")
-    gpio.BCM, gpio.BOARD, gpio.OUT, gpio.IN, gpio.LOW, gpio.HIGH = 11, 10, 0, 1, 0, 1
-    gpio.calls = []
-    gpio.setwarnings = lambda flag: gpio.calls.append(("setwarnings", flag))
-    gpio.setmode = lambda mode: gpio.calls.append(("setmode", mode))
-
-    def setup(pin, mode, initial=None):
-        if pin in getattr(gpio, "busy", ()):
-            raise RuntimeError("GPIO busy")
-        gpio.calls.append(("setup", pin, mode, initial))
-
-    gpio.setup = setup
-    gpio.output = lambda pin, level: gpio.calls.append(("output", pin, level))
-    gpio.cleanup = lambda pins=None: gpio.calls.append(("cleanup", list(pins)))
-    if lgpio_shim:
-        gpio.lgpio = types.ModuleType("lgpio")  # what rpi-lgpio's module carries
-    return gpio
-
-
-@pytest.fixture
-def fake_gpio(monkeypatch):
-    def install(**kw):
-        gpio = _fake_gpio(**kw)
-        rpi = types.ModuleType("RPi")
-        rpi.GPIO = gpio
-        monkeypatch.setitem(sys.modules, "RPi", rpi)
-        monkeypatch.setitem(sys.modules, "RPi.GPIO", gpio)
-        monkeypatch.delitem(sys.modules, "RPi._GPIO", raising=False)
-        return gpio
-    return install
 
 
 @pytest.fixture

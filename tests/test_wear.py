@@ -2,10 +2,7 @@
 the relay kinds and their defaults, and the persistent switch counter (pi/wear.py)."""
 from __future__ import annotations
 
-import json
 import logging
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -138,18 +135,6 @@ def test_a_damaged_count_file_is_kept_and_counting_goes_on(tmp_path, caplog):
     assert "expected {\"GPIO17\": count, ...}" in caplog.text
 
 
-@pytest.fixture
-def gpio(monkeypatch):
-    from tests.test_channels import _fake_gpio
-
-    fake = _fake_gpio()
-    rpi = types.ModuleType("RPi")
-    rpi.GPIO = fake
-    monkeypatch.setitem(sys.modules, "RPi", rpi)
-    monkeypatch.setitem(sys.modules, "RPi.GPIO", fake)
-    return fake
-
-
 def test_the_daemon_counts_each_pin_change_and_check_config_shows_it(gpio, tmp_path):
     from pi.daemon import run
     from training.corpus import synth_song
@@ -171,7 +156,7 @@ def test_the_daemon_counts_each_pin_change_and_check_config_shows_it(gpio, tmp_p
     level: dict[int, int] = {}
     for call in gpio.calls:
         if call[0] == "setup":
-            level[call[1]] = call[2]
+            level[call[1]] = call[-1]  # the initial level
         elif call[0] == "output" and call[2] != level[call[1]]:
             level[call[1]] = call[2]
             changes[call[1]] = changes.get(call[1], 0) + 1
