@@ -47,6 +47,22 @@ def shipped_bundle(name: str = "default") -> Path:
 
 DEFAULT_BUNDLE = shipped_bundle()
 ENCODER_PREFIX = "encoder/"
+NORM_MEAN, NORM_STD = "norm.mean", "norm.std"
+PCA_MEAN, PCA_COMPONENTS = "pca.mean", "pca.components"
+
+
+def pack_arrays(*, encoder_weights: dict[str, np.ndarray], norm: tuple[np.ndarray, np.ndarray],
+                mapping: MappingParams, pca: tuple[np.ndarray, np.ndarray]) -> dict:
+    """The npz's arrays, named as :func:`load_bundle` reads them: the numpy encoder's
+    weights (``<layer key>.kernel``/``.bias``), the input normalisation ``(mean, std)``
+    ``[shape=(513,)]``, the show logic's parameters and the PCA baseline ``(mean
+    [shape=(513,)], components [shape=(k, 513)])``. The workshop calls this, so the names
+    live in this one module."""
+    arrays = {f"{ENCODER_PREFIX}{k}": v for k, v in encoder_weights.items()}
+    arrays.update({NORM_MEAN: norm[0], NORM_STD: norm[1], PCA_MEAN: pca[0],
+                   PCA_COMPONENTS: pca[1]})
+    arrays.update(mapping.to_arrays())
+    return arrays
 
 
 class BundleError(LightshowError):
@@ -143,8 +159,8 @@ def _load(path: Path) -> Bundle:
                                n_inputs=params.n_bins)
         mapping = MappingParams.from_arrays(arrays)
         norm_mean, norm_std, pca_mean, pca_components = (
-            _array(arrays, k, npz_path) for k in ("norm.mean", "norm.std", "pca.mean",
-                                                  "pca.components"))
+            _array(arrays, k, npz_path) for k in (NORM_MEAN, NORM_STD, PCA_MEAN,
+                                                  PCA_COMPONENTS))
     except EncoderSpecError as exc:
         raise BundleError(f"{path}: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:  # messages of ours say "expected"
@@ -152,8 +168,8 @@ def _load(path: Path) -> Bundle:
         raise BundleError(f"{path}: {text}" if "expected" in text else
                           f"{path}: expected a bundle the encoder can run, found "
                           f"{type(exc).__name__}: {text}") from exc
-    for key, arr, shape in (("norm.mean", norm_mean, (params.n_bins,)),
-                            ("norm.std", norm_std, (params.n_bins,)),
+    for key, arr, shape in ((NORM_MEAN, norm_mean, (params.n_bins,)),
+                            (NORM_STD, norm_std, (params.n_bins,)),
                             ("mapping.center", mapping.center, (encoder.n_outputs,)),
                             ("mapping.scale", mapping.scale, (encoder.n_outputs,))):
         if arr.shape != shape:

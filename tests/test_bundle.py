@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from pi.bundle import BundleError, load_bundle, write_bundle
+from pi.bundle import BundleError, load_bundle, pack_arrays, write_bundle
 from pi.features import DEFAULT_PARAMS
 from pi.mapping import MappingParams
 
@@ -12,15 +12,16 @@ from pi.mapping import MappingParams
 def _tiny(rng, n_channels=8):
     layers = [{"type": "dense", "activation": "silu", "key": "h"},
               {"type": "dense", "activation": "tanh", "key": "b"}]
-    arrays = {"encoder/h.kernel": rng.normal(size=(513, 16)).astype(np.float32) * 0.05,
-              "encoder/h.bias": np.zeros(16, np.float32),
-              "encoder/b.kernel": rng.normal(size=(16, n_channels)).astype(np.float32),
-              "encoder/b.bias": np.zeros(n_channels, np.float32),
-              "norm.mean": np.full(513, -60, np.float32), "norm.std": np.full(513, 10, np.float32),
-              "pca.mean": np.zeros(513, np.float32),
-              "pca.components": np.zeros((n_channels, 513), np.float32)}
-    arrays.update(MappingParams(center=np.zeros(n_channels, np.float32),
-                                scale=np.ones(n_channels, np.float32)).to_arrays())
+    weights = {"h.kernel": rng.normal(size=(513, 16)).astype(np.float32) * 0.05,
+               "h.bias": np.zeros(16, np.float32),
+               "b.kernel": rng.normal(size=(16, n_channels)).astype(np.float32),
+               "b.bias": np.zeros(n_channels, np.float32)}
+    arrays = pack_arrays(
+        encoder_weights=weights,
+        norm=(np.full(513, -60, np.float32), np.full(513, 10, np.float32)),
+        mapping=MappingParams(center=np.zeros(n_channels, np.float32),
+                              scale=np.ones(n_channels, np.float32)),
+        pca=(np.zeros(513, np.float32), np.zeros((n_channels, 513), np.float32)))
     manifest = {"name": "tiny", "feature_params": DEFAULT_PARAMS.as_dict(),
                 "architecture": {"kind": "dense", "layers": layers, "n_channels": n_channels}}
     return manifest, arrays

@@ -6,11 +6,12 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pi.bundle import write_bundles
+from pi.bundle import pack_arrays, write_bundles
 from pi.decode import read_song
 from pi.features import DEFAULT_PARAMS, fit_normalisation, normalise
 from pi.encoder import NumpyEncoder
@@ -45,20 +46,46 @@ def _subsample(frames: list[np.ndarray], max_frames: int) -> np.ndarray:
     return x[::step]
 
 
-def bundle_arrays(*, specs_weights, norm, mapping: MappingParams, pca) -> dict:
-    specs, weights = specs_weights
-    arrays = {f"encoder/{k}": v for k, v in weights.items()}
-    arrays.update({"norm.mean": norm[0], "norm.std": norm[1], "pca.mean": pca[0],
-                   "pca.components": pca[1]})
-    arrays.update(mapping.to_arrays())
-    return arrays
+@dataclass
+class Corpus:
+    """Step 1's result: the songs with their features, and what the manifest says of them."""
+
+    source: str
+    annotations: str | None
+    songs: list
+    summary: dict
+    feature_s: float
+    audio_s: float
 
 
-def run(args) -> dict:
-    from training.autoencoders import export_encoder, train_autoencoder
+@dataclass
+class Trimmed:
+    """Step 2's result: the end detector, and each split's frames without endings."""
 
-    t_start = time.perf_counter()
-    params = DEFAULT_PARAMS
+    detector: end_detector.EndDetector
+    end_report: dict
+    trim_report: dict
+    train: list
+    val: list
+    train_frames: list
+    val_frames: list
+
+
+@dataclass
+class Data:
+    """Step 3's input: normalised frames, the PCA baseline, and the validation songs."""
+
+    x_train: np.ndarray
+    x_val: np.ndarray
+    norm: tuple
+    pca: tuple
+    mse_pca: float
+    val_audio: dict
+    val_stems: dict
+
+
+def load_corpus(args, params) -> Corpus:
+    """Step 1: the music library (or the generated demo corpus) -> cached features."""
     if args.music_dir:
         roots, source = [Path(args.music_dir)], f"music library {args.music_dir}"
     else:
@@ -79,10 +106,15 @@ def run(args) -> dict:
         print(f"  skipped {item['file']}: {item['reason']}")
     if len(songs) < 2:
         raise SystemExit(f"train: expected at least 2 usable songs, found {len(songs)}")
-    train, val = ingest.split_by_song(songs, val_fraction=0.2, seed=args.seed)
+    return Corpus(source, annotations, songs, summary, feature_s, audio_s)
 
-    detector = end_detector.EndDetector(random_state=args.seed).fit(
-        *end_detector.training_frames(train, annotations=annotations, random_state=args.seed))
+
+def trim_endings(songs, *, annotations, seed: int) -> Trimmed:
+    """Step 2: split by song, fit the end detector on the training songs, and cut every
+    song's ending and leading silence."""
+    train, val = ingest.split_by_song(songs, val_fraction=0.2, seed=seed)
+    detector = end_detector.EndDetector(random_state=seed).fit(
+        *end_detector.training_frames(train, annotations=annotations, random_state=seed))
     end_report = detector.evaluate(val, annotations=annotations)
     print(f"end detector on {len(val)} validation songs: accuracy "
           f"{end_report['accuracy']:.3f} (naive {end_report['naive_accuracy']:.3f}), balanced "
@@ -92,48 +124,62 @@ def run(args) -> dict:
         train, end_times=[detector.detect_end_s(s) for s in train])
     val_frames, _ = end_detector.trim_library(
         val, end_times=[detector.detect_end_s(s) for s in val])
+    total = trim_report["kept_s"] + trim_report["end_trimmed_s"] + trim_report["start_trimmed_s"]
     print(f"trimmed {trim_report['end_trimmed_s']:.0f} s of endings and "
-          f"{trim_report['start_trimmed_s']:.0f} s of leading silence from "
-          f"{trim_report['kept_s'] + trim_report['end_trimmed_s'] + trim_report['start_trimmed_s']:.0f} s")
+          f"{trim_report['start_trimmed_s']:.0f} s of leading silence from {total:.0f} s")
+    return Trimmed(detector, end_report, trim_report, train, val, train_frames, val_frames)
 
-    x_train_db = _subsample(train_frames, args.max_frames)
-    x_val_db = _subsample(val_frames, args.max_frames // 4)
+
+def prepare_data(t: Trimmed, *, max_frames: int, bottleneck: int) -> Data:
+    """Normalised training and validation frames, the PCA baseline, the validation audio
+    and, where known, its stems (the demo corpus, MIDI renders) for stemF."""
+    x_train_db = _subsample(t.train_frames, max_frames)
+    x_val_db = _subsample(t.val_frames, max_frames // 4)
     norm = fit_normalisation(x_train_db)
     x_train = normalise(x_train_db, mean=norm[0], std=norm[1])
     x_val = normalise(x_val_db, mean=norm[0], std=norm[1])
-    pca = fit_pca(x_train, k=args.bottleneck)
+    pca = fit_pca(x_train, k=bottleneck)
     mse_pca = pca_mse(x_val, *pca)
-    val_audio = {Path(s.path).name: read_song(s.path) for s in val}
-    # Songs with known stems (the demo corpus, MIDI renders) are also scored on stemF.
-    val_stems = {Path(s.path).name: load_stems(sidecar(s.path)) for s in val
+    val_audio = {Path(s.path).name: read_song(s.path) for s in t.val}
+    val_stems = {Path(s.path).name: load_stems(sidecar(s.path)) for s in t.val
                  if sidecar(s.path).is_file()}
-    print(f"PCA-{args.bottleneck} validation MSE {mse_pca:.4f}; training on {len(x_train)} "
+    print(f"PCA-{bottleneck} validation MSE {mse_pca:.4f}; training on {len(x_train)} "
           f"frames, validating on {len(x_val)}")
+    return Data(x_train, x_val, norm, pca, mse_pca, val_audio, val_stems)
+
+
+def train_candidates(args, data: Data, params) -> tuple[dict, dict]:
+    """Steps 3 and 4: train the dense and conv models (and the ablations), and evaluate
+    each through the Pi's own show logic on the validation songs, beside the bands show.
+    Returns the metrics and, per candidate, ``(result, specs and weights, mapping, show)``."""
+    from training.autoencoders import export_encoder, train_autoencoder
 
     results, candidates, references = {}, {}, {}
 
     def train_and_score(label, kind, x_tr, epochs, **cfg):
-        res = train_autoencoder(kind, x_tr, x_val, bottleneck=args.bottleneck, epochs=epochs,
-                                seed=args.seed, **cfg)
-        mse = float(np.mean((np.asarray(res.model.predict(x_val, verbose=0)) - x_val) ** 2))
+        res = train_autoencoder(kind, x_tr, data.x_val, bottleneck=args.bottleneck,
+                                epochs=epochs, seed=args.seed, **cfg)
+        predicted = np.asarray(res.model.predict(data.x_val, verbose=0))
+        mse = float(np.mean((predicted - data.x_val) ** 2))
         specs_weights = export_encoder(res.encoder)
         enc = NumpyEncoder(*specs_weights, n_inputs=params.n_bins)
         mapping = MappingParams.calibrate(enc(x_tr[:: max(1, len(x_tr) // 50000)]))
-        make = candidate_show(enc, norm, mapping, params)
-        metrics = evaluate_audio(val_audio, make, references=references, stems=val_stems)
-        results[label] = {"val_mse": mse, "mse_vs_pca": mse / mse_pca,
+        make = candidate_show(enc, data.norm, mapping, params)
+        metrics = evaluate_audio(data.val_audio, make, references=references,
+                                 stems=data.val_stems)
+        results[label] = {"val_mse": mse, "mse_vs_pca": mse / data.mse_pca,
                           "epochs": len(res.history.get("loss", [])),
                           "train_seconds": round(res.seconds, 1), **metrics["mean"]}
         candidates[label] = (res, specs_weights, mapping, make)
         _print_row(label, results[label])
 
     for kind in ("dense", "conv"):
-        train_and_score(kind, kind, x_train, args.epochs, decorrelation=args.decorrelation,
+        train_and_score(kind, kind, data.x_train, args.epochs, decorrelation=args.decorrelation,
                         mixup_alpha=args.mixup_alpha)
     if args.ablations:
         # Ablations on a quarter of the frames and a third of the epochs, each against the
         # same smaller baseline, so that all four cost about a third of a full training.
-        small, epochs = x_train[::4], max(1, args.epochs // 3)
+        small, epochs = data.x_train[::4], max(1, args.epochs // 3)
         base = dict(decorrelation=args.decorrelation, mixup_alpha=args.mixup_alpha)
         for label, kind, cfg in (
                 ("ablation: baseline", "dense", base),
@@ -142,57 +188,76 @@ def run(args) -> dict:
                 ("ablation: seed architecture", "seed", {})):
             train_and_score(label, kind, small, epochs, **cfg)
     results["bands (LightShowPi-style)"] = evaluate_audio(
-        val_audio, lambda: BandsShow(n_channels=args.bottleneck), references=references,
-        stems=val_stems)["mean"]
+        data.val_audio, lambda: BandsShow(n_channels=args.bottleneck), references=references,
+        stems=data.val_stems)["mean"]
     _print_row("bands", results["bands (LightShowPi-style)"])
+    return results, candidates
 
-    notes = [f"Corpus: {source}; {summary['n_songs']} songs, {summary['total_minutes']:.1f} "
-             f"min, {summary['n_skipped']} skipped; {len(train)} training and {len(val)} "
+
+def export(args, *, c: Corpus, t: Trimmed, data: Data, results: dict, candidates: dict,
+           params, seconds: float) -> list[Path]:
+    """Step 5: the dense and conv bundles, with manifest, Keras model and report, written
+    together (a stop never leaves a new dense model beside an old conv one)."""
+    summary, end_report, trim_report = c.summary, t.end_report, t.trim_report
+    notes = [f"Corpus: {c.source}; {summary['n_songs']} songs, {summary['total_minutes']:.1f} "
+             f"min, {summary['n_skipped']} skipped; {len(t.train)} training and {len(t.val)} "
              f"validation songs.",
              f"End detector: accuracy {end_report['accuracy']:.3f} (naive "
              f"{end_report['naive_accuracy']:.3f}), balanced {end_report['balanced_accuracy']:.3f}"
              f", median |end error| {end_report['end_abs_error_s_median']:.2f} s.",
              f"Trimmed {trim_report['end_trimmed_s']:.0f} s of endings and "
              f"{trim_report['start_trimmed_s']:.0f} s of leading silence.",
-             f"PCA-{args.bottleneck} validation MSE {mse_pca:.4f}; features at "
-             f"{audio_s / max(feature_s, 1e-9):.0f} s of audio per wall second."]
+             f"PCA-{args.bottleneck} validation MSE {data.mse_pca:.4f}; features at "
+             f"{c.audio_s / max(c.feature_s, 1e-9):.0f} s of audio per wall second."]
     manifest_base = {
         "feature_params": params.as_dict(),
-        "corpus": {"source": source, **{k: summary[k] for k in
-                                        ("n_songs", "n_skipped", "total_minutes", "skipped")},
-                   "train_songs": [Path(s.path).name for s in train],
-                   "validation_songs": [Path(s.path).name for s in val]},
+        "corpus": {"source": c.source, **{k: summary[k] for k in
+                                          ("n_songs", "n_skipped", "total_minutes", "skipped")},
+                   "train_songs": [Path(s.path).name for s in t.train],
+                   "validation_songs": [Path(s.path).name for s in t.val]},
         "end_detector": {k: v for k, v in end_report.items() if k != "songs"},
         "trim": {k: v for k, v in trim_report.items() if k != "per_song"},
-        "pca_val_mse": mse_pca,
+        "pca_val_mse": data.mse_pca,
         "evaluation": results,
         "provenance": {"trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "host": platform.node(), "python": platform.python_version(),
                        "seed": args.seed, "epochs_max": args.epochs,
-                       "max_frames": args.max_frames},
+                       "max_frames": args.max_frames, "train_seconds_total": round(seconds, 1)},
     }
-    exports = []  # written together: a stop never leaves a new dense beside an old conv
-    total = time.perf_counter() - t_start
-    manifest_base["provenance"]["train_seconds_total"] = round(total, 1)
+    exports = []
     for label, suffix in (("dense", ""), ("conv", "-conv")):
         res, specs_weights, mapping, make = candidates[label]
-        arrays = bundle_arrays(specs_weights=specs_weights, norm=norm, mapping=mapping, pca=pca)
+        arrays = pack_arrays(encoder_weights=specs_weights[1], norm=data.norm, mapping=mapping,
+                             pca=data.pca)
         manifest = dict(manifest_base, name=args.name + suffix, metrics=results[label],
                         architecture={"kind": label, "layers": specs_weights[0],
                                       "n_channels": args.bottleneck})
 
-        def extra(tmp, m=res.model, make=make, label=label):
+        def extra(tmp, m=res.model, label=label):
             m.save(tmp / "autoencoder.keras")
             if label == "dense":
                 report(tmp / "report", args=args, results=results, candidates=candidates,
-                       detector=detector, val=val, val_audio=val_audio, notes=notes,
-                       annotations=annotations, mse_pca=mse_pca)
+                       detector=t.detector, val=t.val, val_audio=data.val_audio, notes=notes,
+                       annotations=c.annotations, mse_pca=data.mse_pca)
 
         exports.append((Path(args.models_dir) / (args.name + suffix), manifest, arrays, extra))
-    exported = write_bundles(exports)
+    return write_bundles(exports)
+
+
+def run(args) -> dict:
+    """``make train``, step by step: corpus, end detector, candidates, evaluation, export."""
+    t_start = time.perf_counter()
+    params = DEFAULT_PARAMS
+    c = load_corpus(args, params)
+    t = trim_endings(c.songs, annotations=c.annotations, seed=args.seed)
+    data = prepare_data(t, max_frames=args.max_frames, bottleneck=args.bottleneck)
+    results, candidates = train_candidates(args, data, params)
+    total = time.perf_counter() - t_start
+    exported = export(args, c=c, t=t, data=data, results=results, candidates=candidates,
+                      params=params, seconds=total)
     print(f"exported {', '.join(map(str, exported))} in {total:.0f} s total")
     return {"results": results, "exported": [str(p) for p in exported], "seconds": total,
-            "feature_seconds": feature_s, "audio_seconds": audio_s}
+            "feature_seconds": c.feature_s, "audio_seconds": c.audio_s}
 
 
 def candidate_show(encoder, norm, mapping: MappingParams, params):
