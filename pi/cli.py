@@ -105,7 +105,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_relays(args: argparse.Namespace) -> int:
-    from pi.outputs import make_outputs
+    from pi.app import make_outputs
 
     cfg = run_config(args)
     outputs = make_outputs(cfg.outputs.enabled, cfg)

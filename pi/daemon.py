@@ -21,14 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from pi import control, stopping, systemd
-from pi.config import Config, relay_limits, sacn_addresses
+from pi.app import make_outputs, make_source, show_from_config
+from pi.config import Config
 from pi.features import StreamingFeatures
-from pi.mapping import ChannelOverrides
-from pi.outputs import Output, make_outputs
-from pi.playlist import Playlist
-from pi.sacn_source import LOST, ON_LEVEL, SACNSource
-from pi.show import Show, make_show
-from pi.sources import END, Backoff, DeviceError, FileSource, PlaylistError, Source
+from pi.outputs import Output
+from pi.sacn_source import LOST, ON_LEVEL
+from pi.sources import END, Backoff, DeviceError, PlaylistError, Source
 
 log = logging.getLogger(__name__)
 
@@ -37,51 +35,6 @@ STATS_S = 60.0     # how often over/underflow counts are logged, when they grew
 END_GRACE_S = 2.0  # after the music ends, states still without a due time are dropped
 
 
-def _overrides(s) -> ChannelOverrides:
-    # The config numbers channels from 1, like the labels on relay boards; the mapper from 0.
-    return ChannelOverrides(invert=tuple(c - 1 for c in s.invert),
-                            always_on=tuple(c - 1 for c in s.always_on),
-                            always_off=tuple(c - 1 for c in s.always_off))
-
-
-def show_from_config(config: Config) -> Show:
-    s = config.show
-    return make_show(model=config.model.path or None, mapper=config.model.mapper,
-                     n_channels=s.channels, overrides=_overrides(s), hold_s=s.hold_ms / 1000,
-                     silence_db=s.silence_db, max_toggles_per_s=relay_limits(config)[0])
-
-
-def make_source(config: Config, *, rate: int, realtime: bool = False,
-                stop: threading.Event | None = None) -> Source:
-    a = config.audio
-    if a.source == "sacn":
-        r, s = config.sacn_source, config.show
-        return SACNSource(universe=r.universe, addresses=sacn_addresses(config), port=r.port,
-                          interface=r.interface, multicast=r.multicast, timeout_s=r.timeout_s,
-                          hold_s=s.hold_ms / 1000, overrides=_overrides(s),
-                          max_toggles_per_s=relay_limits(config)[0],
-                          allowed_senders=r.allowed_senders)
-    offset_s = 0.0 if config.show.latency_ms == "auto" else config.show.latency_ms / 1000
-    if a.source == "line-in":
-        from pi.linein import LineInSource
-
-        if offset_s < 0:
-            log.warning("show.latency_ms = %g: live lamps cannot run ahead of the sound; "
-                        "using 0", config.show.latency_ms)
-        return LineInSource(device=a.device, rate=rate, block_ms=a.block_ms,
-                            offset_s=offset_s)
-    repeat = a.repeat
-    if a.source == "file" and not realtime and repeat:
-        log.info("audio.repeat ignored: without --realtime the file source plays the "
-                 "playlist once, as fast as it can")
-        repeat = False
-    playlist = Playlist(a.playlist, shuffle=a.shuffle, repeat=repeat)
-    if a.source == "playlist":
-        from pi.playback import PlaybackSource
-
-        return PlaybackSource(playlist, device=a.device, rate=rate, block_ms=a.block_ms,
-                              offset_s=offset_s, stop=stop)
-    return FileSource(playlist, rate=rate, realtime=realtime, offset_s=offset_s, stop=stop)
 
 
 class _Heartbeat:

@@ -23,7 +23,6 @@ from typing import IO, Callable, Sequence
 import numpy as np
 
 from pi import stopping
-from pi.config import Config
 from pi.errors import LightshowError
 
 _OPEN: list["Output"] = []  # opened and not yet closed, oldest first
@@ -269,56 +268,6 @@ class ChannelSubset(Output):
 
     def _release(self) -> None:
         self.inner.close()
-
-
-def make_outputs(spec_list: Sequence[str], config: Config | None = None) -> MultiOutput:
-    """Outputs by name ("rpigpio", "sacn", "terminal", "mock"), configured from `config`."""
-    config = config or Config()
-    n = config.show.channels
-    outputs: list[Output] = []
-
-    def some(out: Output, channels: Sequence[int]) -> Output:
-        return ChannelSubset(out, [c - 1 for c in channels], n) if channels else out
-
-    for name in spec_list:
-        if name == "rpigpio":
-            from pi.gpio import RPiGPIOOutput  # pi.gpio imports this module: import late
-
-            g = config.outputs.rpigpio
-            outputs.append(some(RPiGPIOOutput(g.pins, active_low=g.active_low,
-                                              pwm_hz=g.pwm_hz, counter=_counter(config)),
-                                g.channels))
-        elif name == "sacn":
-            from pi.sacn_output import SACNOutput
-
-            d = config.outputs.sacn
-            outputs.append(some(SACNOutput(len(d.channels) or n, universe=d.universe,
-                                           start_address=d.start_address,
-                                           destination=d.destination, port=d.port,
-                                           priority=d.priority, source_name=d.source_name,
-                                           fps=d.fps, dimmer=d.dimmer), d.channels))
-        elif name == "terminal":
-            from pi.terminal import TerminalOutput
-
-            outputs.append(TerminalOutput(n))
-        elif name == "mock":
-            outputs.append(MockOutput(n, config.outputs.mock.record or None))
-        else:
-            raise OutputError(f"outputs: unknown output {name!r}; expected one of "
-                              f"rpigpio, sacn, terminal, mock")
-    return MultiOutput(outputs)
-
-
-def _counter(config: Config):
-    """The relays' persistent switch counter (pi/wear.py), or None when not counting."""
-    from pi.config import relay_limits
-    from pi.wear import SwitchCounter, counts_path
-
-    g = config.outputs.rpigpio
-    path = counts_path(g.switch_counts)
-    if path is None:
-        return None
-    return SwitchCounter(path, [f"GPIO{p}" for p in g.pins], rated=relay_limits(config)[1])
 
 
 def _register(out: Output) -> None:

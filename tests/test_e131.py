@@ -324,7 +324,7 @@ def test_allowed_senders_are_checked(value, message):
 
 def test_the_daemon_gives_the_allow_list_to_its_sacn_source():
     from pi.config import Config
-    from pi.daemon import make_source
+    from pi.app import make_source
 
     cfg = Config.from_dict({"audio": {"source": "sacn"},
                             "sacn_source": {"allowed_senders": ["10.0.0.7"]}})

@@ -12,7 +12,8 @@ import pytest
 from pi import outputs as outputs_mod
 from pi.config import Config
 from pi.gpio import RPiGPIOOutput
-from pi.outputs import MockOutput, MultiOutput, Output, OutputError, make_outputs
+from pi.app import make_outputs
+from pi.outputs import MockOutput, MultiOutput, Output, OutputError
 from pi.terminal import TerminalOutput
 
 PINS = [17, 18, 27, 22, 23, 24, 25, 4]
