@@ -134,31 +134,29 @@ class ControlledOutput(Output):
     def _release(self) -> None:
         self.inner.close()
 
-    def _write(self, states, t) -> None:
+    def _write(self, states, levels, t) -> None:
         if t is None:
             self.inner.all_off()
-        else:
-            self.inner.set(states, t=t)
-        self.hub.push(tuple(states))
-
-    def direct(self, states, t: float) -> None:
-        """States exactly as given (the relay test), overrides and blackout aside."""
-        with self._lock:
-            self._write(tuple(bool(s) for s in states), t)
-
-    def _apply(self, states, levels, t) -> None:
-        hub = self.hub
-        if hub.blackout:
+            self.hub.push(tuple(states))
+            return
+        if self.hub.blackout:
             states = (False,) * self.n_channels
             levels = None if levels is None else (0.0,) * self.n_channels
         else:
-            ov = hub.overrides
+            ov = self.hub.overrides
             if any(o is not None for o in ov):
                 states = tuple(s if o is None else o for s, o in zip(states, ov))
                 if levels is not None:
                     levels = tuple(lv if o is None else float(o) for lv, o in zip(levels, ov))
         self.inner.set(states, t=t, levels=levels)
-        hub.push(states)
+        self.hub.push(tuple(states))
+
+    def direct(self, states, t: float) -> None:
+        """States exactly as given (the relay test), overrides and blackout aside."""
+        states = tuple(bool(s) for s in states)
+        with self._lock:
+            self.inner.set(states, t=t)
+            self.hub.push(states)
 
 
 class DaemonControl:

@@ -139,20 +139,15 @@ class RPiGPIOOutput(Output):
             self.counter.count(self._states, states)
         self._states = states
 
-    def _apply(self, states, levels, t) -> None:
-        if not self._pwms:
-            return self._write(states, t)
+    def _write(self, states, levels, t) -> None:
         self._count(states)
-        if levels is None:  # on/off only (all_off, the wiring test): full or nothing
-            levels = tuple(1.0 if on else 0.0 for on in states)
-        for pwm, level in zip(self._pwms, levels):
-            pwm.ChangeDutyCycle(self._duty(level))
-
-    def _write(self, states: tuple[bool, ...], t: float | None) -> None:
         if self._pwms:
-            return self._apply(states, None, t)
+            if levels is None:  # on/off only (all_off, the wiring test): full or nothing
+                levels = tuple(1.0 if on else 0.0 for on in states)
+            for pwm, level in zip(self._pwms, levels):
+                pwm.ChangeDutyCycle(self._duty(level))
+            return
         assert self.gpio is not None and self._levels is not None
-        self._count(states)
         force = t is None  # all_off() writes every pin, whatever we believe they are
         for i, (pin, on) in enumerate(zip(self.pins, states)):
             level = self._on if on else self._off

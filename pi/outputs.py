@@ -34,7 +34,8 @@ class OutputError(LightshowError):
 
 class Output:
     """Tiny interface: open(), set(states, t=...), all_off(), close(). Subclasses implement
-    _open/_write/_release; this class keeps the safety rules in one place."""
+    _open, _write (the one method that drives the lamps) and _release; this class keeps the
+    safety rules and the open/close bookkeeping in one place."""
 
     name = "output"
 
@@ -70,13 +71,13 @@ class Output:
             if not self.opened or self.closed:
                 raise OutputError(f"{self.name}: set() needs an open output, found it "
                                   f"{'closed' if self.closed else 'not opened'}")
-            self._apply(coerced, lv, float(t))
+            self._write(coerced, lv, float(t))
 
     def all_off(self) -> None:
         """Every channel off now (recorded with show time None)."""
         with self._lock:
             if self.opened and not self.closed:
-                self._write((False,) * self.n_channels, None)
+                self._write((False,) * self.n_channels, None, None)
 
     def close(self) -> None:
         """All off, then release; safe to call twice, and releases even if all_off fails.
@@ -122,12 +123,11 @@ class Output:
 
     def _open(self) -> None: ...
 
-    def _apply(self, states: tuple[bool, ...], levels: tuple[float, ...] | None,
-               t: float) -> None:
-        """Dimmable outputs override this; the others only ever see the states."""
-        self._write(states, t)
-
-    def _write(self, states: tuple[bool, ...], t: float | None) -> None:
+    def _write(self, states: tuple[bool, ...], levels: tuple[float, ...] | None,
+               t: float | None) -> None:
+        """Drive the lamps: ``states``; ``levels`` (0..1) for dimmable outputs, None for
+        on/off; ``t`` the show time, None for all_off (write every channel, whatever the
+        output believes they are)."""
         raise NotImplementedError
 
     def _release(self) -> None: ...
@@ -148,39 +148,25 @@ class MultiOutput(Output):
         super().__init__(n.pop())
         self.outputs = list(outputs)
 
-    def open(self) -> None:
-        # Each output switches itself off as it opens; no second all-off round needed.
-        with self._lock:
-            if self.opened:
-                return
+    def _open(self) -> None:
+        try:
+            for o in self.outputs:
+                o.open()
+        except BaseException as exc:
             try:
-                for o in self.outputs:
-                    o.open()
-            except BaseException as exc:
-                try:
-                    self._each(Output.close)  # the ones that did open must not stay live
-                except Exception as close_exc:  # noqa: BLE001 - the open error matters more
-                    exc.add_note(f"closing the other outputs also failed: {close_exc}")
-                self.closed = True
-                raise
-            self.opened = True
-            _register(self)
-
-    def close(self) -> None:
-        """Close every output (each goes all-off first), even when an earlier one fails."""
-        with stopping.deferred(), self._lock:
-            if self.closed:
-                return
+                self._each(Output.close)  # the ones that did open must not stay live
+            except Exception as close_exc:  # noqa: BLE001 - the open error matters more
+                exc.add_note(f"closing the other outputs also failed: {close_exc}")
             self.closed = True
-            if self in _OPEN:
-                _OPEN.remove(self)
-            self._each(Output.close)
+            raise
 
-    def _write(self, states: tuple[bool, ...], t: float | None) -> None:
-        self._each(lambda o: o._write(states, t) if o.opened and not o.closed else None)
+    def _write(self, states, levels, t) -> None:
+        self._each(lambda o: None if not o.opened or o.closed else
+                   o.all_off() if t is None else o.set(states, t=t, levels=levels))
 
-    def _apply(self, states, levels, t) -> None:
-        self._each(lambda o: o._apply(states, levels, t) if o.opened and not o.closed else None)
+    def _release(self) -> None:
+        """Close every output (each goes all-off first), even when an earlier one fails."""
+        self._each(Output.close)
 
     def _each(self, fn: Callable[[Output], object]) -> None:
         """Run fn on every output; one failing must not spare the rest (their lamps would
@@ -214,10 +200,7 @@ class MockOutput(Output):
             self._file = self.path.open("w", encoding="utf-8")
             self._dump({"event": "open", "mono": time.monotonic(), "t": None, "states": None})
 
-    def _write(self, states: tuple[bool, ...], t: float | None) -> None:
-        self._apply(states, None, t)
-
-    def _apply(self, states, levels, t) -> None:
+    def _write(self, states, levels, t) -> None:
         mono = time.monotonic()
         self.records.append((mono, t, states))
         line = {"event": "set" if t is not None else "all_off", "mono": mono, "t": t,
@@ -260,11 +243,11 @@ class ChannelSubset(Output):
     def _open(self) -> None:
         self.inner.open()
 
-    def _write(self, states, t) -> None:
-        self.inner._write(self._pick(states), t)
-
-    def _apply(self, states, levels, t) -> None:
-        self.inner._apply(self._pick(states), self._pick(levels), t)
+    def _write(self, states, levels, t) -> None:
+        if t is None:
+            self.inner.all_off()
+        else:
+            self.inner.set(self._pick(states), t=t, levels=self._pick(levels))
 
     def _release(self) -> None:
         self.inner.close()

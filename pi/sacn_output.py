@@ -197,14 +197,11 @@ class SACNOutput(Output):
         log.info("sacn: %d channels at DMX addresses %d..%d, %s, priority %d", self.n_channels,
                  self.offset + 1, self.offset + self.n_channels, self.where, self.priority)
 
-    def _write(self, states: tuple[bool, ...], t: float | None) -> None:
-        self._send(tuple(255 if s else 0 for s in states))
-
-    def _apply(self, states, levels, t) -> None:
+    def _write(self, states, levels, t) -> None:
         if self.dimmer and levels is not None:
             self._send(tuple(int(round(x * 255)) for x in levels))
         else:
-            self._write(states, t)
+            self._send(tuple(255 if s else 0 for s in states))
 
     def _send(self, values: tuple[int, ...]) -> None:
         # Only real changes: an unchanged show costs the network one packet a second.

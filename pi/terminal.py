@@ -32,7 +32,7 @@ class TerminalOutput(Output):
         except (UnicodeEncodeError, LookupError):
             self._glyphs = ("#", ".")
 
-    def _write(self, states: tuple[bool, ...], t: float | None) -> None:
+    def _write(self, states, levels, t) -> None:
         if states == self._shown:
             self._pending = None  # a flicker shorter than a frame: nothing to show
         elif self._pending is None or self._pending[0] != states:

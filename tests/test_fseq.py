@@ -222,7 +222,7 @@ def test_levels_are_what_the_sacn_dimmer_output_sends():
                   levels=levels)
     out, sent = SACNOutput(8, universe=1, dimmer=True), []
     out._send = sent.append
-    out._apply(tuple(levels[0] > 0), tuple(levels[0]), 0.0)
+    out._write(tuple(levels[0] > 0), tuple(levels[0]), 0.0)
     assert step_frames(tl, step_ms=25, levels=True)[0].tolist() == list(sent[0])
 
 
