@@ -1,6 +1,7 @@
 """A plain (non-editable) install carries the shipped models, and finds them from any folder."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -13,8 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_built_wheel_holds_the_shipped_models_as_data_files(tmp_path):
+    # Built from a copy: setuptools leaves a build/ folder in the tree it builds.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "pi", "training", "models"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, src / name, **({"ignore": shutil.ignore_patterns(
+            "__pycache__", "report", "*.keras", "demo*")} if copy is shutil.copytree else {}))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+                    str(tmp_path), str(src)], check=True, capture_output=True)
     wheel, = tmp_path.glob("lightshow-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     data = next(n.split("/data/")[0] for n in names if ".data/data/" in n)

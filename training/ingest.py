@@ -27,13 +27,13 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from pi import decode
+from pi.bundle import sha256_file
 from pi.features import (DEFAULT_PARAMS, FeatureParams, StreamingFeatures, frame_times,
                          n_frames_for)
 
 # Bump whenever what is stored in an entry (or how it is computed) changes.
 CACHE_VERSION = 1
 SILENCE_DBFS = -60.0
-HASH_CHUNK = 1 << 20
 # Wesnoth's jingles and its silence track are not songs; pass these as ``exclude`` for it.
 JINGLE_PATTERNS = ("silence.*", "victory*", "defeat*")
 SKIP_UNREADABLE, SKIP_SILENT, SKIP_SHORT = "unreadable", "silent", "too short"
@@ -72,14 +72,6 @@ def scan_library(*roots: str | Path, exclude: Iterable[str] = ()) -> list[Path]:
     """
     patterns = tuple(exclude)
     return [p for p in decode.find_songs(*roots) if not is_excluded(p, patterns)]
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cache_key(content_sha256: str, *, params: FeatureParams = DEFAULT_PARAMS) -> str:
@@ -159,7 +151,7 @@ def load_song(path: str | Path, *, cache_dir: Path | None,
     path = Path(path)
     if cache_dir is None:
         return extract_features(path, params=params), False
-    entry = Path(cache_dir) / f"{cache_key(file_sha256(path), params=params)}.npz"
+    entry = Path(cache_dir) / f"{cache_key(sha256_file(path), params=params)}.npz"
     song = _load_entry(entry, path, params=params) if entry.exists() else None
     if song is not None:
         return song, True
