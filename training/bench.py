@@ -1,6 +1,21 @@
 """``make bench``: per-frame costs, real-time factor, Keras ratio, daemon memory and start-up,
 the web panel's memory and lamp lag (training/bench_web.py).
 
+How the headline figures are measured (issue 12; names first, figure last, for comparing
+releases):
+
+* ``LightShowPi FFT only (reference)``: window, rfft, magnitude and log of one 1024 frame,
+  median of 5 rounds of 2000 calls.
+* ``dense pipeline per hop ...`` and ``conv pipeline per hop``: the daemon's own loop over a
+  20 s song fed in the config's ``audio.block_ms`` blocks (20 ms: one or two hops each), i.e.
+  features.push, the show (encoder, show logic, toggle guard) per block and the mock output
+  set per frame; wall time divided by the hops, median of 3 runs. The per-block work is
+  shared by the block's hops, as it is on the Pi. The ratio to the reference follows each.
+* ``render (x real time)``: the song's length over ``python -m pi render``'s wall time,
+  interpreter start-up included.
+* ``feature extraction, fresh / cached (x real time)``: ``training.ingest.load_library`` on
+  four 60 s songs into an empty cache, then again from it.
+
 Printed figures only: speed is measured here, never asserted in tests.
 """
 from __future__ import annotations
