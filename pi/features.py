@@ -125,10 +125,21 @@ def spectra_db(frames: np.ndarray, *, params: FeatureParams = DEFAULT_PARAMS) ->
 
     Magnitudes are scaled so that a full-scale sine reads about 0 dB, then floored.
     """
-    window = hann_window(params.n_fft)
-    mag = np.abs(np.fft.rfft(frames * window, axis=-1)) * (2.0 / window.sum())
-    floor = 10.0 ** (params.db_floor / 20.0)
-    return (20.0 * np.log10(np.maximum(mag, floor))).astype(np.float32)
+    window, scale, floor = _spectrum_constants(params.n_fft, params.db_floor)
+    # float32 frames times the float64 window: the same float64 products as converting
+    # first, without the copy. In place from the rfft on: a hop is mostly call overhead.
+    mag = np.abs(np.fft.rfft(frames * window, axis=-1))
+    mag *= scale
+    np.maximum(mag, floor, out=mag)
+    np.log10(mag, out=mag)
+    mag *= 20.0
+    return mag.astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _spectrum_constants(n_fft: int, db_floor: float) -> tuple[np.ndarray, float, float]:
+    window = hann_window(n_fft)
+    return window, 2.0 / window.sum(), 10.0 ** (db_floor / 20.0)
 
 
 def n_frames_for(n_samples: int, *, params: FeatureParams = DEFAULT_PARAMS) -> int:
@@ -151,8 +162,11 @@ def _frames_db(x: np.ndarray, *, params: FeatureParams) -> np.ndarray:
     n = n_frames_for(len(x), params=params)
     if n == 0:
         return np.zeros((0, params.n_bins), np.float32)
-    frames = np.lib.stride_tricks.sliding_window_view(x, params.n_fft)[:: params.hop][:n]
-    return spectra_db(frames.astype(np.float64), params=params)
+    x = np.ascontiguousarray(x)
+    # Frame i is x[i * hop : i * hop + n_fft], as a strided view (sliding_window_view
+    # costs more than the FFT of one frame).
+    frames = np.ndarray((n, params.n_fft), x.dtype, x, 0, (params.hop * x.itemsize, x.itemsize))
+    return spectra_db(frames, params=params)
 
 
 class StreamingFeatures:

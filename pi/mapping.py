@@ -187,12 +187,27 @@ class ShowMapper:
         self.gate = bool(self.level_hold > max(threshold, self.params.silence_db))
         return self.gate
 
-    def _onset_excess(self, bands: np.ndarray) -> float:
-        if self.prev_bands is None:
-            self.prev_bands = bands
+    def block_flux(self, bands: np.ndarray) -> list[float | None]:
+        """Spectral flux of each frame of a block of mel bands ``[shape=(k, 128)]`` against
+        the frame before it (``None`` for a song's very first frame): one vectorised pass per
+        block, the same numbers row by row as frame by frame. Moves ``prev_bands`` on."""
+        if not len(bands):
+            return []
+        prev = self.prev_bands
+        rise = np.empty_like(bands)
+        np.subtract(bands[1:], bands[:-1], out=rise[1:])
+        if prev is not None:
+            np.subtract(bands[0], prev, out=rise[0])
+        np.maximum(rise, 0.0, out=rise)
+        flux = np.mean(rise, axis=-1).tolist()
+        if prev is None:
+            flux[0] = None
+        self.prev_bands = bands[-1]
+        return flux
+
+    def _onset_excess(self, flux: float | None) -> float:
+        if flux is None:
             return 0.0
-        flux = float(np.mean(np.maximum(bands - self.prev_bands, 0.0)))
-        self.prev_bands = bands
         if self.flux_mean is None:
             self.flux_mean = flux
         excess = flux / (self.flux_mean + 1e-3) - self.params.onset_ratio * self._pressure()
@@ -209,14 +224,15 @@ class ShowMapper:
         ``t`` is the time in seconds at which the returned state takes effect.
         """
         level, bands = self.frame_signals(np.asarray(frame_db)[None])
-        return self._step(activations, float(level[0]), bands[0], t)
+        return self._step(np.asarray(activations, np.float64), float(level[0]),
+                          self.block_flux(bands)[0], t)
 
-    def _step(self, activations, level: float, bands: np.ndarray, t: float) -> np.ndarray:
+    def _step(self, a: np.ndarray, level: float, flux: float | None, t: float) -> np.ndarray:
+        """One frame's decisions; ``a``: float64 activations, ``flux``: from block_flux."""
         p = self.params
-        a = np.asarray(activations, np.float64)
         free = (t - self.last_change) >= self.hold_s - 1e-9
         gate = self._gate_open(level)
-        excess = self._onset_excess(bands)
+        excess = self._onset_excess(flux)
         self.onset = gate and excess > 0
         if self.onset_log is not None:
             self.onset_log.append(self.onset)
@@ -227,20 +243,22 @@ class ShowMapper:
             self.scale += (np.abs(a - self.center) - self.scale) * self._alpha_adapt
             self.scale = np.maximum(self.scale, 1e-4)
             z = (a - self.center) / self.scale
-            want = np.where(z > p.hysteresis, True, np.where(z < -p.hysteresis, False,
-                                                              self.state))
-        mismatch = (want != self.state) & free
-        self.wanted_since = np.where(want != self.state,
-                                     np.minimum(self.wanted_since, t), np.inf)
+            # On above the band, off below it, unchanged inside it.
+            want = (z > p.hysteresis) | (self.state & ~(z < -p.hysteresis))
+        differs = want != self.state
+        mismatch = differs & free
+        self.wanted_since = np.where(differs, np.minimum(self.wanted_since, t), np.inf)
         if not gate:
             change = mismatch
         else:
             novelty = np.abs(z - self.z_slow)
             self.z_slow += (z - self.z_slow) * self._alpha_novelty
-            change = mismatch & (t - self.wanted_since >= p.idle_change_s)
-            if self._pressure() > 1.0:
-                change[:] = False
-            budget = (int(np.ceil(excess * p.changes_per_onset / self._pressure()))
+            pressure = self._pressure()
+            if pressure > 1.0:
+                change = np.zeros_like(mismatch)
+            else:
+                change = mismatch & (t - self.wanted_since >= p.idle_change_s)
+            budget = (int(np.ceil(excess * p.changes_per_onset / pressure))
                       if excess > 0 else 0)
             if budget > 0:
                 # Channels that want to change go first, then those the onset moved most.
@@ -249,13 +267,13 @@ class ShowMapper:
                 for c in np.argsort(-rank)[:budget]:
                     if rank[c] >= 0:
                         change[c] = True
-        if change.any():
-            self.state = np.where(change, ~self.state, self.state)
+        n_changed = int(np.count_nonzero(change))
+        if n_changed:
+            self.state = self.state ^ change
             self.last_change = np.where(change, t, self.last_change)
             self.wanted_since = np.where(change, np.inf, self.wanted_since)
-        if gate and change.any():
-            self._bright = np.where(change & self.state, brightness(z), self._bright)
-        n_changed = int(change.sum())
+            if gate:
+                self._bright = np.where(change & self.state, brightness(z), self._bright)
         self.rate += (n_changed / (len(change) * self.dt) - self.rate) * self._alpha_rate
         self._pending.append(self.state)
         self._pending_bright.append(self._bright)
@@ -284,9 +302,13 @@ class ShowMapper:
         """A whole song through :meth:`step`: ``[shape=(n_frames, n_channels)]`` bool.
         ``levels``, if given (same shape, float), receives each frame's dimmer levels."""
         out = np.zeros(activations.shape, bool)
+        # The per-frame signals for the whole block in a few vectorised calls; only the
+        # decisions below go frame by frame.
         level, bands = self.frame_signals(frames_db)
-        for i in range(len(activations)):
-            out[i] = self._step(activations[i], float(level[i]), bands[i], float(times_s[i]))
+        flux = self.block_flux(bands)
+        acts = np.asarray(activations, np.float64)
+        for i, (lv, t) in enumerate(zip(level.tolist(), np.asarray(times_s).tolist())):
+            out[i] = self._step(acts[i], lv, flux[i], t)
             if levels is not None:
                 levels[i] = self.levels
         return out

@@ -111,11 +111,12 @@ class Output:
             if not np.isin(a, (0, 1)).all():
                 raise OutputError(f"{self.name}: expected booleans (or 0/1), found "
                                   f"{a[~np.isin(a, (0, 1))][0].item()!r}")
-        return tuple(bool(x) for x in a)
+        return tuple(a.tolist()) if a.dtype == bool else tuple(bool(x) for x in a.tolist())
 
     def _coerce_levels(self, levels: Sequence[float] | np.ndarray) -> tuple[float, ...]:
         a = np.asarray(levels, dtype=float)
-        if a.shape != (self.n_channels,) or not ((a >= 0) & (a <= 1)).all():
+        # min/max, not an elementwise test: a lamp's levels arrive every frame; NaN fails both.
+        if a.shape != (self.n_channels,) or not (a.min() >= 0 and a.max() <= 1):
             bad = a[~((a >= 0) & (a <= 1))] if a.shape == (self.n_channels,) else a.shape
             raise OutputError(f"{self.name}: expected {self.n_channels} levels from 0 to 1, "
                               f"found {bad!r}")
@@ -203,6 +204,8 @@ class MockOutput(Output):
     def _write(self, states, levels, t) -> None:
         mono = time.monotonic()
         self.records.append((mono, t, states))
+        if self._file is None:  # nothing to write: skip building the line
+            return
         line = {"event": "set" if t is not None else "all_off", "mono": mono, "t": t,
                 "states": list(states)}
         if levels is not None:

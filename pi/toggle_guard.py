@@ -66,13 +66,17 @@ class ToggleGuard:
         level it came on with, one held off is 0."""
         wanted = np.asarray(states, bool)
         out = np.empty_like(wanted)
+        times = np.asarray(times_s, float).tolist()
         for i in range(len(wanted)):
             row = wanted[i]
             if levels is not None:
-                on_now = row & self._out
-                self._on_level[on_now] = levels[i][on_now]
-            for c in np.flatnonzero(row != self._out):
-                t = float(times_s[i])
+                np.copyto(self._on_level, levels[i], where=row & self._out)
+            differs = row != self._out
+            if not differs.any():  # most frames: nothing wants to switch, nothing is held
+                out[i] = self._out
+                continue
+            t = times[i]
+            for c in np.flatnonzero(differs).tolist():
                 if self.may_switch(c, t):
                     self._out[c] = row[c]
                     self.switched(c, t)

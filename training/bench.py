@@ -1,6 +1,21 @@
 """``make bench``: per-frame costs, real-time factor, Keras ratio, daemon memory and start-up,
 the web panel's memory and lamp lag (training/bench_web.py).
 
+How the headline figures are measured (issue 12; names first, figure last, for comparing
+releases):
+
+* ``LightShowPi FFT only (reference)``: window, rfft, magnitude and log of one 1024 frame,
+  median of 5 rounds of 2000 calls.
+* ``dense pipeline per hop ...`` and ``conv pipeline per hop``: the daemon's own loop over a
+  20 s song fed in the config's ``audio.block_ms`` blocks (20 ms: one or two hops each), i.e.
+  features.push, the show (encoder, show logic, toggle guard) per block and the mock output
+  set per frame; wall time divided by the hops, median of 3 runs. The per-block work is
+  shared by the block's hops, as it is on the Pi. The ratio to the reference follows each.
+* ``render (x real time)``: the song's length over ``python -m pi render``'s wall time,
+  interpreter start-up included.
+* ``feature extraction, fresh / cached (x real time)``: ``training.ingest.load_library`` on
+  four 60 s songs into an empty cache, then again from it.
+
 Printed figures only: speed is measured here, never asserted in tests.
 """
 from __future__ import annotations
@@ -76,6 +91,65 @@ def frame_costs(model_dirs: list[Path]) -> dict[str, float]:
         term.open()
         costs["output (terminal)"] = per_call_us(lambda: term.set(states, t=0.0), repeat=500)
     return costs
+
+
+def pipeline_us(model: Path, song: np.ndarray, *, block_ms: int) -> float:
+    """The daemon's loop (pi/daemon.py) over ``song`` in ``block_ms`` blocks: features.push,
+    the show (encoder, show logic, toggle guard) on each block's frames, and the mock output
+    set once per frame. Wall time divided by the hops: per hop, amortised over the daemon's
+    real block size, not one isolated hop."""
+    from pi.show import make_show
+
+    show = make_show(model=model)
+    block = int(round(block_ms / 1000 * DEFAULT_PARAMS.sample_rate))
+    params = show.feature_params
+
+    def once() -> int:
+        stream, mock, n = StreamingFeatures(params=params), MockOutput(show.n_channels), 0
+        mock.open()
+        for start in range(0, len(song), block):
+            frames = stream.push(song[start:start + block])
+            if len(frames):
+                times = (np.arange(n, n + len(frames)) * params.hop + params.n_fft) \
+                    / params.sample_rate
+                states, levels = show.process_levels(frames, times)
+                for s, lv, t in zip(states, levels, times.tolist()):
+                    mock.set(s, t=t, levels=lv)
+                n += len(frames)
+        return n
+
+    once()
+    rounds = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        n = once()
+        rounds.append((time.perf_counter() - t0) / n * 1e6)
+    return float(np.median(rounds))
+
+
+def offline_figures(model: Path, tmp: Path, *, n_songs: int = 4, seconds: float = 60.0
+                    ) -> dict[str, float]:
+    """Feature extraction as training runs it (training.ingest.load_library, all cores),
+    fresh into an empty cache and again from that cache, as multiples of real time."""
+    import soundfile as sf
+
+    from training.corpus import synth_song
+    from training.ingest import load_library
+
+    paths = []
+    for i in range(n_songs):
+        y, _ = synth_song(seconds=seconds, seed=10 + i, ending="fade")
+        paths.append(tmp / f"ingest-{i}.wav")
+        sf.write(paths[-1], y, DEFAULT_PARAMS.sample_rate)
+    cache = tmp / "cache"
+    figures = {}
+    for label in ("fresh", "cached"):
+        t0 = time.perf_counter()
+        songs, _ = load_library(paths, cache_dir=cache, progress=False)
+        wall = time.perf_counter() - t0
+        figures[f"feature extraction, {label} (x real time)"] = \
+            sum(s.duration_s for s in songs) / wall
+    return figures
 
 
 def keras_costs(model_dirs: list[Path]) -> dict[str, float]:
@@ -242,8 +316,25 @@ def main(argv=None) -> int:
         np_key, k_key = f"{kind} encoder (numpy)", f"{kind} encoder (Keras model(x))"
         if np_key in costs and k_key in keras_cost:
             print(f"{'Keras / numpy, ' + kind:44s} {keras_cost[k_key] / costs[np_key]:9.1f}x")
-    print(f"{'dense pipeline per hop (features+enc+map+mock)':44s} {pipeline:9.1f}")
-    print(f"{'real-time factor (hop / pipeline cost)':44s} {hop_us / pipeline:9.0f}x")
+    ref = costs["LightShowPi FFT only (reference)"]
+    print(f"{'sum of the parts above, one hop per call':44s} {pipeline:9.1f}")
+
+    from pi.config import AudioConfig
+    from training.corpus import synth_song
+
+    block_ms = AudioConfig().block_ms
+    clip, _ = synth_song(seconds=20.0, seed=5, ending="fade")
+    clip = np.asarray(clip, np.float32)
+    print(f"pipelines: the daemon's loop over a 20 s song in its {block_ms} ms blocks "
+          f"(features, encoder, show logic, toggle guard, mock output), wall time / hops")
+    for m in models:
+        kind = load_bundle(m).manifest["architecture"]["kind"]
+        us = pipeline_us(m, clip, block_ms=block_ms)
+        name = ("dense pipeline per hop (features+enc+map+mock)" if kind == "dense"
+                else f"{kind} pipeline per hop")
+        print(f"{name:44s} {us:9.1f}")
+        print(f"{kind + ' pipeline / reference (x)':44s} {us / ref:9.2f}")
+        print(f"{kind + ' real-time factor (hop / cost)':44s} {hop_us / us:9.0f}")
 
     try:
         import sacn  # noqa: F401 - the optional extra
@@ -253,15 +344,18 @@ def main(argv=None) -> int:
         for k, v in sacn_figures().items():
             print(f"{k:44s} {v:9.1f}")
 
-    from training.corpus import synth_song
     import soundfile as sf
 
     with tempfile.TemporaryDirectory() as tmp:
         song = Path(tmp) / "bench-song.wav"
         y, _ = synth_song(seconds=args.seconds, seed=3, ending="fade")
         sf.write(song, y, DEFAULT_PARAMS.sample_rate)
-        for k, v in daemon_figures(model, song).items():
+        daemon = daemon_figures(model, song)
+        daemon["render (x real time)"] = args.seconds / daemon["render: wall s"]
+        for k, v in daemon.items():
             print(f"{k:44s} {v:9.2f}")
+        for k, v in offline_figures(model, Path(tmp)).items():
+            print(f"{k:44s} {v:9.0f}")
         from training.bench_web import web_figures  # the panel (pi/web), beside the show
 
         for k, v in web_figures(song).items():

@@ -6,9 +6,11 @@ Pi's features bit for bit. Alongside the 513 dB bins each frame gets the RMS lev
 ``20 * log10(rms)`` floored at ``params.db_floor``, so a full-scale sine reads about -3 dBFS)
 of exactly the samples that frame covers; the end detector and trimming work from it.
 
-The cache holds one ``.npz`` per song, named by the sha256 of the file's bytes, the feature
+The cache holds two files per song, named by the sha256 of the file's bytes, the feature
 params and :data:`CACHE_VERSION`: renaming a song still hits, changing any param misses, and a
-damaged entry is recomputed. Skip decisions (silent, too short) are taken after the cache, so
+damaged entry is recomputed. ``<key>.npz`` holds the small things (RMS levels, duration,
+rates); ``<key>.frames.npy`` the frames, uncompressed and memory-mapped on load, so a cached
+song costs a page-cache mapping instead of a read and a copy. Skip decisions (silent, too short) are taken after the cache, so
 changing ``min_seconds`` never needs a re-decode.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pi.features import (DEFAULT_PARAMS, FeatureParams, StreamingFeatures, frame
                          n_frames_for)
 
 # Bump whenever what is stored in an entry (or how it is computed) changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: frames in their own memory-mapped .npy
 SILENCE_DBFS = -60.0
 # Wesnoth's jingles and its silence track are not songs; pass these as ``exclude`` for it.
 JINGLE_PATTERNS = ("silence.*", "victory*", "defeat*")
@@ -118,7 +120,7 @@ def _save_entry(file: Path, song: SongFeatures) -> None:
     fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.stem, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, frames=song.frames, rms_db=song.rms_db,
+            np.savez(f, rms_db=song.rms_db,
                      duration_s=np.float64(song.duration_s),
                      sample_rate_in=np.int64(song.sample_rate_in),
                      channels_in=np.int64(song.channels_in), version=np.int64(CACHE_VERSION))
@@ -126,13 +128,30 @@ def _save_entry(file: Path, song: SongFeatures) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    # The frames last: an entry without them (a crash in between) is simply recomputed.
+    frames_file = _frames_file(file)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.ascontiguousarray(song.frames, np.float32), allow_pickle=False)
+        os.replace(tmp, frames_file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        file.unlink(missing_ok=True)
+        raise
+
+
+def _frames_file(entry: Path) -> Path:
+    return entry.with_suffix(".frames.npy")
 
 
 def _load_entry(file: Path, path: Path, *, params: FeatureParams) -> SongFeatures | None:
     """The cached song, or ``None`` when the entry is missing or damaged in any way."""
     try:
+        # Copy-on-write: a caller that edits the frames in place never touches the cache.
+        frames = np.load(_frames_file(file), mmap_mode="c", allow_pickle=False)
         with np.load(file, allow_pickle=False) as z:
-            song = SongFeatures(path=path, frames=z["frames"], rms_db=z["rms_db"],
+            song = SongFeatures(path=path, frames=frames, rms_db=z["rms_db"],
                                 duration_s=float(z["duration_s"]),
                                 sample_rate_in=int(z["sample_rate_in"]),
                                 channels_in=int(z["channels_in"]))
