@@ -1,17 +1,31 @@
 """What several test files share: a bounded wait on a condition, and a headless Chromium."""
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 INSTALL_HINT = "install Debian's chromium and chromium-driver (apt-get install chromium " \
                "chromium-driver) for the browser tests"
+
+
+def modules_after(code: str) -> list[str]:
+    """The modules a fresh interpreter has imported after running ``code`` from the project
+    root: how tests prove what pi/ keeps out (TensorFlow, SciPy, training, optional extras)."""
+    root = Path(__file__).resolve().parent.parent
+    p = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint(sorted(sys.modules))"],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return ast.literal_eval(p.stdout.strip().splitlines()[-1])
 
 
 def until(pred, what: str, timeout: float = 15.0, *, poll_s: float = 0.02):

@@ -5,9 +5,7 @@ The writer is checked against files built here byte by byte from the spec's layo
 so that a writer and a reader wrong in the same way cannot pass together."""
 from __future__ import annotations
 
-import ast
 import struct
-import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -21,6 +19,7 @@ from pi.fseq import FseqError, block_plan, fseq_bytes, parse_fseq, read_fseq
 from pi.render import (Timeline, atomic_output, n_steps, render_song, step_frames,
                        write_xtiming)
 from pi.show import make_show
+from tests.helpers import modules_after
 from training.corpus import synth_song
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,14 +298,11 @@ def test_playlist_with_only_good_songs_exits_zero(songs, tmp_path):
 
 
 def test_fseq_render_imports_neither_zstandard_nor_training(songs, tmp_path):
-    code = ("import sys\nfrom pi.cli import main\n"
-            f"assert main(['render', {str(songs / 'two.flac')!r}, '--fseq', "
-            f"{str(tmp_path / 'x.fseq')!r}, '--xtiming', {str(tmp_path / 'x.xtiming')!r}])"
-            " == 0\nprint(sorted(sys.modules))\n")
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    modules = ast.literal_eval(p.stdout.strip().splitlines()[-1])
+    modules = modules_after(
+        "from pi.cli import main\n"
+        f"assert main(['render', {str(songs / 'two.flac')!r}, '--fseq', "
+        f"{str(tmp_path / 'x.fseq')!r}, '--xtiming', {str(tmp_path / 'x.xtiming')!r}])"
+        " == 0\n")
     assert not [m for m in modules if m.split(".")[0] in
                 {"zstandard", "tensorflow", "keras", "sklearn", "scipy", "training"}]
 
