@@ -2,8 +2,8 @@
 source and the outputs. Everything else takes the pieces it is given, so the parts import
 each other in one direction only (the outputs never import their backends' factory).
 
-It also turns the config's 1-based channel numbers (as on the relay boards' labels) into the
-0-based indices the show logic uses.
+The relay-safety rules themselves (overrides, the strict switch limit) live in
+pi/relay_rules.py, shared by the show logic and the sACN receiver.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import threading
 from typing import Sequence
 
 from pi.config import Config, relay_limits, sacn_addresses
-from pi.mapping import ChannelOverrides
 from pi.outputs import ChannelSubset, MockOutput, MultiOutput, Output, OutputError
 from pi.playlist import Playlist
+from pi.relay_rules import ChannelOverrides
 from pi.sacn_source import SACNSource
 from pi.show import Show, make_show
 from pi.sources import FileSource, Source
@@ -22,17 +22,15 @@ from pi.sources import FileSource, Source
 log = logging.getLogger(__name__)
 
 
-def channel_overrides(s) -> ChannelOverrides:
-    # The config numbers channels from 1, like the labels on relay boards; the mapper from 0.
-    return ChannelOverrides(invert=tuple(c - 1 for c in s.invert),
-                            always_on=tuple(c - 1 for c in s.always_on),
-                            always_off=tuple(c - 1 for c in s.always_off))
+def _overrides(show) -> ChannelOverrides:
+    return ChannelOverrides.from_config(invert=show.invert, always_on=show.always_on,
+                                        always_off=show.always_off)
 
 
 def show_from_config(config: Config) -> Show:
     s = config.show
     return make_show(model=config.model.path or None, mapper=config.model.mapper,
-                     n_channels=s.channels, overrides=channel_overrides(s), hold_s=s.hold_ms / 1000,
+                     n_channels=s.channels, overrides=_overrides(s), hold_s=s.hold_ms / 1000,
                      silence_db=s.silence_db, max_toggles_per_s=relay_limits(config)[0])
 
 
@@ -43,7 +41,7 @@ def make_source(config: Config, *, rate: int, realtime: bool = False,
         r, s = config.sacn_source, config.show
         return SACNSource(universe=r.universe, addresses=sacn_addresses(config), port=r.port,
                           interface=r.interface, multicast=r.multicast, timeout_s=r.timeout_s,
-                          hold_s=s.hold_ms / 1000, overrides=channel_overrides(s),
+                          hold_s=s.hold_ms / 1000, overrides=_overrides(s),
                           max_toggles_per_s=relay_limits(config)[0],
                           allowed_senders=r.allowed_senders)
     offset_s = 0.0 if config.show.latency_ms == "auto" else config.show.latency_ms / 1000

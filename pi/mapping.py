@@ -24,6 +24,7 @@ import numpy as np
 
 from pi.features import DEFAULT_PARAMS, FeatureParams, hann_window
 from pi.metrics import N_MELS, mel_basis
+from pi.relay_rules import ChannelOverrides
 
 
 @dataclass
@@ -74,15 +75,6 @@ class MappingParams:
         scale = np.median(np.abs(activations - center), axis=0)
         return cls(center=center.astype(np.float32),
                    scale=np.maximum(scale, 1e-3).astype(np.float32), **overrides)
-
-
-@dataclass
-class ChannelOverrides:
-    """User config applied after the show logic. Channel indices are 0-based here."""
-
-    invert: tuple[int, ...] = ()
-    always_on: tuple[int, ...] = ()
-    always_off: tuple[int, ...] = ()
 
 
 class _SparseMel:
@@ -278,23 +270,12 @@ class ShowMapper:
         self._pending.append(self.state)
         self._pending_bright.append(self._bright)
         state, bright = self._pending.popleft(), self._pending_bright.popleft()
-        out = self._apply_overrides(state)
+        out = self.overrides.states(state)
         # Off is dark; on is the latched brightness, or full for a channel that is on only
         # through an override (invert, always_on).
         self.levels = np.where(out, np.where(state, bright, 1.0), 0.0)
         if self.overrides.always_on:
             self.levels[list(self.overrides.always_on)] = 1.0
-        return out
-
-    def _apply_overrides(self, state: np.ndarray) -> np.ndarray:
-        out = state.copy()
-        o = self.overrides
-        if o.invert:
-            out[list(o.invert)] ^= True
-        if o.always_on:
-            out[list(o.always_on)] = True
-        if o.always_off:
-            out[list(o.always_off)] = False
         return out
 
     def run(self, activations: np.ndarray, frames_db: np.ndarray, *,

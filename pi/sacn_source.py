@@ -38,9 +38,8 @@ import numpy as np
 
 from pi import e131
 from pi.config_values import sender_id
-from pi.mapping import ChannelOverrides
 from pi.sources import DeviceError, Source
-from pi.toggle_guard import ToggleGuard
+from pi.relay_rules import ChannelOverrides, ToggleGuard
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,7 @@ class SACNSource(Source):
         self._shown: np.ndarray | None = None  # what read() last returned (after overrides)
         self._changed_at = np.full(self.n, -math.inf)
         self._free_at = math.inf               # when a held-back change may go through
-        # Whoever sends, each relay keeps the strict switch limit (pi/toggle_guard.py).
+        # Whoever sends, each relay keeps the strict switch limit (pi/relay_rules.py).
         self.guard = (ToggleGuard(self.n, max_per_s=max_toggles_per_s, hold_s=hold_s)
                       if max_toggles_per_s else None)
         self.status = f"waiting for sACN on universe {universe}"
@@ -259,7 +258,7 @@ class SACNSource(Source):
         # The outputs start all-off, and are all-off after a loss: that is the baseline.
         held = self._hold(wanted, np.zeros(self.n) if self._held is None else self._held, now)
         self._held = held
-        out = self._apply_overrides(held)
+        out = self.overrides.levels(held)
         names = ", ".join(repr(s.name) for s in winners)
         self.status = f"following {names} on universe {self.universe}, priority {top}"
         if self._shown is not None and np.array_equal(out, self._shown):
@@ -283,13 +282,3 @@ class SACNSource(Source):
         self._changed_at[flips & ~early] = now
         self._free_at = float(np.min(free[early])) if early.any() else math.inf
         return np.where(early, held, wanted)
-
-    def _apply_overrides(self, levels: np.ndarray) -> np.ndarray:
-        out, o = levels.copy(), self.overrides
-        if o.invert:
-            out[list(o.invert)] = 1.0 - out[list(o.invert)]
-        if o.always_on:
-            out[list(o.always_on)] = 1.0
-        if o.always_off:
-            out[list(o.always_off)] = 0.0
-        return out

@@ -14,7 +14,7 @@ from pi.bundle import DEFAULT_BUNDLE, Bundle, BundleError, load_bundle
 from pi.features import DEFAULT_PARAMS, FeatureParams
 from pi.config_values import MECHANICAL_MAX_TOGGLES_PER_S
 from pi.mapping import MappingParams, ShowMapper
-from pi.toggle_guard import ToggleGuard
+from pi.relay_rules import ToggleGuard
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def make_show(*, model: str | Path | Bundle | None = None, mapper: str = "model"
     bands. ``model``: a bundle folder, or a bundle already loaded (to build many shows from
     one load). ``mapper_options``: ``overrides``, ``hold_s``, ``silence_db`` for the mapper.
     ``n_channels=None`` (render, preview, evaluate): as many as the bundle has, else 8.
-    ``max_toggles_per_s``: the strict per-channel limit (pi/toggle_guard.py); None: none."""
+    ``max_toggles_per_s``: the strict per-channel limit (pi/relay_rules.py); None: none."""
     show = _make_show(model=model, mapper=mapper, n_channels=n_channels, **mapper_options)
     if max_toggles_per_s is not None:
         show.guard = ToggleGuard(show.n_channels, max_per_s=max_toggles_per_s,

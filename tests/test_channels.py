@@ -9,7 +9,8 @@ import pytest
 
 from pi.config import Config, ConfigError, check_config, sacn_addresses
 from pi.features import frame_times, song_features
-from pi.mapping import MIN_LEVEL, ChannelOverrides, brightness
+from pi.mapping import MIN_LEVEL, brightness
+from pi.relay_rules import ChannelOverrides
 from pi.app import make_outputs
 from pi.outputs import ChannelSubset, MockOutput, OutputError
 from pi.show import BandsShow

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pi import e131
-from pi.mapping import ChannelOverrides
+from pi.relay_rules import ChannelOverrides
 from pi.sacn_source import LOST, MAX_SENDERS, SACNSource
 from pi.sources import DeviceError
 

@@ -149,8 +149,10 @@ def array_mutations(draw, arrays):
             out[key] = np.zeros(draw(st.lists(st.integers(0, 600), min_size=0, max_size=3)),
                                 np.float32)
         elif how == "dtype":
-            out[key] = a.astype(draw(st.sampled_from([np.int8, np.float16, np.complex64,
-                                                      np.bool_, "U3"])))
+            # From numbers only: a key already turned into strings has no numbers to cast.
+            src = a if a.dtype.kind in "fciub" else np.zeros(a.shape, np.float32)
+            out[key] = src.astype(draw(st.sampled_from([np.int8, np.float16, np.complex64,
+                                                        np.bool_, "U3"])))
         elif how in ("nan", "inf") and a.size and a.dtype.kind == "f":
             b = a.copy()
             b.flat[draw(st.integers(0, a.size - 1))] = np.nan if how == "nan" else np.inf

@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from pi.features import DEFAULT_PARAMS, frame_times
-from pi.mapping import ChannelOverrides, MappingParams, ShowMapper
+from pi.mapping import MappingParams, ShowMapper
+from pi.relay_rules import ChannelOverrides
 
 N_CHANNELS = 8
 

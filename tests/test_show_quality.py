@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from pi.features import song_features, frame_times
-from pi.mapping import ChannelOverrides, MappingParams, ShowMapper
+from pi.mapping import MappingParams, ShowMapper
+from pi.relay_rules import ChannelOverrides
 from pi.metrics import show_metrics
 from pi.show import BandsShow
 from training.corpus import synth_song

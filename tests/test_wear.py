@@ -1,4 +1,4 @@
-"""Relay wear: the strict per-channel switch limit after the show logic (pi/toggle_guard.py),
+"""Relay wear: the strict per-channel switch limit after the show logic (pi/relay_rules.py),
 the relay kinds and their defaults, and the persistent switch counter (pi/wear.py)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pi.config import Config, ConfigError, check_config, relay_limits
 from pi.features import SAMPLE_RATE
 from pi.render import render_blocks
 from pi.show import make_show
-from pi.toggle_guard import ToggleGuard
+from pi.relay_rules import ToggleGuard
 from pi.wear import SwitchCounter, read_counts
 
 WINDOW = 1.0

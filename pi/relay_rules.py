@@ -1,23 +1,70 @@
-"""The last word on relay wear: each channel switches at most ``max_per_s`` times in any
-window of one second, and never sooner than ``hold_s`` after its last switch.
+"""The relay-safety rules, in one module for every path that drives lamps (the show logic,
+pi/mapping.py, and the sACN receiver, pi/sacn_source.py):
 
-The show logic (pi/mapping.py) aims for a pleasant show and keeps the *average* rate down;
-this guard runs after it, on the states themselves, and holds a strict per-channel limit for
-any music, any model and any sACN sender. A switch that would break the limit is deferred,
-never dropped: the channel keeps its state until the window has room, then takes whatever the
-show wants by then. So a channel the show switched off ends off at most a second later.
+* :class:`ChannelOverrides`: the user's invert, always-on and always-off channels, numbered
+  from 1 in the config (as on the relay boards' labels) and from 0 here;
+* :class:`ToggleGuard`: the last word on relay wear: each channel switches at most
+  ``max_per_s`` times in any window of one second, and never sooner than ``hold_s`` after its
+  last switch.
 
-Stdlib plus numpy; used by pi/show.py (every rendered or live show) and pi/sacn_source.py
-(a relay Pi following another sender).
+The show logic aims for a pleasant show and keeps the *average* rate down; the guard runs
+after it, on the states themselves, and holds a strict per-channel limit for any music, any
+model and any sACN sender. A switch that would break the limit is deferred, never dropped:
+the channel keeps its state until the window has room, then takes whatever the show wants by
+then. So a channel the show switched off ends off at most a second later.
+
+Stdlib plus numpy.
 """
 from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 WINDOW_S = 1.0
+
+
+@dataclass
+class ChannelOverrides:
+    """User config applied after the show logic. Channel indices are 0-based here."""
+
+    invert: tuple[int, ...] = ()
+    always_on: tuple[int, ...] = ()
+    always_off: tuple[int, ...] = ()
+
+    @classmethod
+    def from_config(cls, *, invert: Sequence[int] = (), always_on: Sequence[int] = (),
+                    always_off: Sequence[int] = ()) -> "ChannelOverrides":
+        """From the config's channel numbers, which count from 1 like the boards' labels."""
+        return cls(invert=tuple(c - 1 for c in invert),
+                   always_on=tuple(c - 1 for c in always_on),
+                   always_off=tuple(c - 1 for c in always_off))
+
+    def states(self, states: np.ndarray) -> np.ndarray:
+        """On/off states ``[shape=(n_channels,)]`` with the overrides applied (a copy)."""
+        out = states.copy()
+        if self.invert:
+            out[list(self.invert)] ^= True
+        if self.always_on:
+            out[list(self.always_on)] = True
+        if self.always_off:
+            out[list(self.always_off)] = False
+        return out
+
+    def levels(self, levels: np.ndarray) -> np.ndarray:
+        """Dimmer levels 0..1 ``[shape=(n_channels,)]`` with the overrides applied (a copy):
+        an inverted channel is ``1 - level``."""
+        out = levels.copy()
+        if self.invert:
+            out[list(self.invert)] = 1.0 - out[list(self.invert)]
+        if self.always_on:
+            out[list(self.always_on)] = 1.0
+        if self.always_off:
+            out[list(self.always_off)] = 0.0
+        return out
 
 
 class ToggleGuard:
