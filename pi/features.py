@@ -17,6 +17,7 @@ N_FFT = 1024
 HOP = 512
 N_BINS = N_FFT // 2 + 1
 DB_FLOOR = -100.0
+N_MELS = 128  # mel bands, librosa's default: the onset flux and the metrics use them
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,38 @@ def hann_window(n_fft: int) -> np.ndarray:
     window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)).astype(np.float64)
     window.flags.writeable = False
     return window
+
+
+# Slaney's auditory-toolbox mel scale, librosa's default (htk=False): linear below 1 kHz.
+_F_SP, _MIN_LOG_HZ, _LOGSTEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, dtype=np.float64)
+    log = _MIN_LOG_HZ / _F_SP + np.log(np.maximum(hz, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP
+    return np.where(hz >= _MIN_LOG_HZ, log, hz / _F_SP)
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    min_log_mel = _MIN_LOG_HZ / _F_SP
+    log = _MIN_LOG_HZ * np.exp(_LOGSTEP * (np.maximum(mels, min_log_mel) - min_log_mel))
+    return np.where(mels >= min_log_mel, log, _F_SP * mels)
+
+
+def mel_basis(*, sr: int = SAMPLE_RATE, n_fft: int = N_FFT,
+              n_mels: int = N_MELS) -> np.ndarray:
+    """librosa.filters.mel defaults (fmin=0, fmax=sr/2, Slaney scale and norm).
+
+    Returns ``[shape=(n_mels, 1 + n_fft // 2)]`` float64 weights.
+    """
+    fftfreqs = np.fft.rfftfreq(n_fft, d=1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2.0), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    return weights * (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
 
 
 def to_mono(samples: np.ndarray, *, name: str = "audio") -> np.ndarray:

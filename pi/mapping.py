@@ -22,8 +22,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from pi.features import DEFAULT_PARAMS, FeatureParams, hann_window
-from pi.metrics import N_MELS, mel_basis
+from pi.features import DEFAULT_PARAMS, N_MELS, FeatureParams, hann_window, mel_basis
 from pi.relay_rules import ChannelOverrides
 
 

@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pi.features import N_MELS, hann_window, mel_basis
+
 
 class Headline(NamedTuple):
     """A metric every report prints: its key in the metric dicts, a label, a format and
@@ -56,7 +58,6 @@ HEADLINE = SHOW_HEADLINE + (
 SAMPLE_RATE = 44100
 HOP = 512
 N_FFT = 2048
-N_MELS = 128
 LAG = 1
 TOP_DB = 80.0
 POWER_AMIN = 1e-10
@@ -68,38 +69,6 @@ DEAD_DUTY = (0.05, 0.95)  # a channel outside this duty range is dead
 _BLOCK = 256  # frames per block: ~4 MB of float64 frames at a time
 
 
-# Slaney's auditory-toolbox mel scale, librosa's default (htk=False): linear below 1 kHz.
-_F_SP, _MIN_LOG_HZ, _LOGSTEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
-
-
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    hz = np.asarray(hz, dtype=np.float64)
-    log = _MIN_LOG_HZ / _F_SP + np.log(np.maximum(hz, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP
-    return np.where(hz >= _MIN_LOG_HZ, log, hz / _F_SP)
-
-
-def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
-    min_log_mel = _MIN_LOG_HZ / _F_SP
-    log = _MIN_LOG_HZ * np.exp(_LOGSTEP * (np.maximum(mels, min_log_mel) - min_log_mel))
-    return np.where(mels >= min_log_mel, log, _F_SP * mels)
-
-
-def mel_basis(*, sr: int = SAMPLE_RATE, n_fft: int = N_FFT,
-              n_mels: int = N_MELS) -> np.ndarray:
-    """librosa.filters.mel defaults (fmin=0, fmax=sr/2, Slaney scale and norm).
-
-    Returns ``[shape=(n_mels, 1 + n_fft // 2)]`` float64 weights.
-    """
-    fftfreqs = np.fft.rfftfreq(n_fft, d=1.0 / sr)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2.0), n_mels + 2))
-    fdiff = np.diff(mel_f)
-    ramps = np.subtract.outer(mel_f, fftfreqs)
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    return weights * (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
-
-
 class _BandedMel:
     """The mel basis applied as two sparse bands instead of a dense ``(1025, 128)`` product.
 
@@ -109,7 +78,7 @@ class _BandedMel:
     """
 
     def __init__(self, *, sr: int):
-        w = mel_basis(sr=sr)
+        w = mel_basis(sr=sr, n_fft=N_FFT)
         self.n_mels = w.shape[0]
         nonzero = np.flatnonzero(w.any(axis=0))
         cols = np.arange(nonzero[0], nonzero[-1] + 1)
@@ -180,7 +149,7 @@ def mel_db(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> np.ndarray:
     """
     y = _check_audio(y, sr)
     n_frames = 1 + len(y) // HOP
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)
+    window = hann_window(N_FFT)
     to_mel = _BandedMel(sr=int(sr))
     db = np.empty((n_frames, N_MELS))
     for f0, frames in _centred_frames(y, frame_length=N_FFT):
