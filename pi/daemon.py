@@ -215,8 +215,8 @@ class Daemon:
                 # Frame i ends at sample i * hop + n_fft: pi.features.frame_times, in samples.
                 ends = np.arange(first, first + len(frames)) * params.hop + params.n_fft
                 times = t_base + ends / params.sample_rate
-                states, levels = self.show.process_levels(frames, times)
-                pending.extend(zip(ends.tolist(), times.tolist(), states, levels))
+                shown = self.show.process(frames, times)
+                pending.extend(zip(ends.tolist(), times.tolist(), shown.states, shown.levels))
                 self.frames += len(frames)
                 # After a lost device the show time jumps on by a second: it never runs
                 # backwards, so hold times stay honest across the gap.

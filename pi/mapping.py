@@ -278,10 +278,12 @@ class ShowMapper:
         return out
 
     def run(self, activations: np.ndarray, frames_db: np.ndarray, *,
-            times_s: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
-        """A whole song through :meth:`step`: ``[shape=(n_frames, n_channels)]`` bool.
-        ``levels``, if given (same shape, float), receives each frame's dimmer levels."""
+            times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A block of frames (or a whole song) through :meth:`step`: the states
+        ``[shape=(n_frames, n_channels)]`` bool, and each frame's dimmer levels (same shape,
+        float)."""
         out = np.zeros(activations.shape, bool)
+        levels = np.zeros(activations.shape)
         # The per-frame signals for the whole block in a few vectorised calls; only the
         # decisions below go frame by frame.
         level, bands = self.frame_signals(frames_db)
@@ -289,6 +291,5 @@ class ShowMapper:
         acts = np.asarray(activations, np.float64)
         for i, (lv, t) in enumerate(zip(level.tolist(), np.asarray(times_s).tolist())):
             out[i] = self._step(acts[i], lv, flux[i], t)
-            if levels is not None:
-                levels[i] = self.levels
-        return out
+            levels[i] = self.levels
+        return out, levels

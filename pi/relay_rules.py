@@ -107,11 +107,12 @@ class ToggleGuard:
         return at
 
     def apply(self, states: np.ndarray, times_s: np.ndarray,
-              levels: np.ndarray | None = None) -> np.ndarray:
-        """``[shape=(k, n)]`` wanted states at ``times_s`` -> the states to apply. ``levels``
-        (same shape, dimmer levels) is fixed in place to match: a channel held on keeps the
-        level it came on with, one held off is 0."""
+              levels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``[shape=(k, n)]`` wanted states at ``times_s`` -> ``(states, levels)`` to apply.
+        ``levels`` (same shape, dimmer levels) come back fixed to match: a channel held on
+        keeps the level it came on with, one held off is 0 (None stays None)."""
         wanted = np.asarray(states, bool)
+        levels = None if levels is None else np.array(levels, dtype=float)
         out = np.empty_like(wanted)
         times = np.asarray(times_s, float).tolist()
         for i in range(len(wanted)):
@@ -136,4 +137,4 @@ class ToggleGuard:
                 held = out[i] != row
                 if held.any():
                     levels[i][held] = np.where(out[i][held], self._on_level[held], 0.0)
-        return out
+        return out, levels

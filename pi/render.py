@@ -66,13 +66,7 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
             frames = stream.push(block)
             if len(frames):
                 times = frame_times(start + len(frames), params=params)[start:]
-                if levels:
-                    # process_levels gives levels instead of activations; the CSV still
-                    # wants those, and an encoder call holds no state between calls.
-                    states, lv = show.process_levels(frames, times)
-                    parts.append((states, show.activations(frames), lv))
-                else:
-                    parts.append(show.process(frames, times))
+                parts.append(show.process(frames, times))
         used = show.mapper.onset_log or []
     finally:
         show.mapper.onset_log = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,8 +20,18 @@ from pi.relay_rules import ToggleGuard
 log = logging.getLogger(__name__)
 
 
+class ShowFrames(NamedTuple):
+    """What a show made of a block of frames, each ``[shape=(k, n_channels)]``: on/off
+    ``states``, the encoder's ``activations`` and the dimmer ``levels`` in [0, 1]
+    (pi.mapping explains the levels)."""
+
+    states: np.ndarray
+    activations: np.ndarray
+    levels: np.ndarray
+
+
 class Show:
-    """``process(frames_db, times_s) -> (states, activations)``, frame after frame."""
+    """``process(frames_db, times_s) -> ShowFrames``, frame after frame."""
 
     name = "show"
     guard: ToggleGuard | None = None  # the per-channel switch limit, after the mapper
@@ -36,21 +47,14 @@ class Show:
     def activations(self, frames_db: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def process(self, frames_db: np.ndarray, times_s: np.ndarray):
-        """``[shape=(k, 513)]`` frames -> ``[shape=(k, n_channels)]`` states and activations."""
+    def process(self, frames_db: np.ndarray, times_s: np.ndarray) -> ShowFrames:
+        """``[shape=(k, 513)]`` frames at ``times_s`` -> :class:`ShowFrames`: the states, the
+        activations and the dimmer levels, each ``[shape=(k, n_channels)]``."""
         acts = self.activations(frames_db)
-        states = self.mapper.run(acts, frames_db, times_s=times_s)
-        states = self.guard.apply(states, times_s) if self.guard else states
-        return states, acts
-
-    def process_levels(self, frames_db: np.ndarray, times_s: np.ndarray):
-        """Like :meth:`process`, with dimmer levels ``[shape=(k, n_channels)]`` in [0, 1]
-        instead of the activations (pi.mapping explains the levels)."""
-        acts = self.activations(frames_db)
-        levels = np.zeros(acts.shape)
-        states = self.mapper.run(acts, frames_db, times_s=times_s, levels=levels)
-        states = self.guard.apply(states, times_s, levels) if self.guard else states
-        return states, levels
+        states, levels = self.mapper.run(acts, frames_db, times_s=times_s)
+        if self.guard:
+            states, levels = self.guard.apply(states, times_s, levels)
+        return ShowFrames(states, acts, levels)
 
 
 class ModelShow(Show):

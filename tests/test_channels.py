@@ -142,7 +142,7 @@ def frames():
 
 def test_levels_follow_states_hold_and_silence(frames):
     show = BandsShow(n_channels=8)
-    states, levels = show.process_levels(frames, frame_times(len(frames)))
+    states, _, levels = show.process(frames, frame_times(len(frames)))
     assert levels.shape == states.shape
     assert (levels[~states] == 0).all(), "off is dark"
     assert (levels[states] >= MIN_LEVEL).all() and (levels <= 1).all()
@@ -157,7 +157,7 @@ def test_levels_follow_states_hold_and_silence(frames):
 def test_overridden_channels_are_full_or_dark(frames):
     show = BandsShow(n_channels=8, overrides=ChannelOverrides(invert=(0,), always_on=(1,),
                                                              always_off=(2,)))
-    states, levels = show.process_levels(frames, frame_times(len(frames)))
+    states, _, levels = show.process(frames, frame_times(len(frames)))
     assert (levels[:, 1] == 1).all() and (levels[:, 2] == 0).all()
     assert set(np.unique(levels[:, 0])) <= {0.0, 1.0} and (levels[:, 0] == states[:, 0]).all()
 

@@ -314,7 +314,7 @@ def test_any_audio_gives_frames_and_states_or_a_named_error(audio):
             return
         assert frames.shape[1:] == (513,) and np.all(np.isfinite(frames))
         times = (stream.frames_emitted - len(frames) + np.arange(len(frames))) * 0.01 + i
-        states, levels = show.process_levels(frames, np.sort(times))
+        states, _, levels = show.process(frames, np.sort(times))
         assert states.shape == (len(frames), 8) and states.dtype == bool
         assert np.all(np.isfinite(levels))
         got.append(frames)

@@ -45,7 +45,7 @@ def test_every_run_between_two_changes_lasts_at_least_the_hold_time(
     mapper = ShowMapper(params, overrides=ChannelOverrides(invert=tuple(invert)),
                         hold_s=hold_s)
     times = start_s + frame_times(n)  # the daemon's show time need not start at 0
-    states = mapper.run(acts, frames, times_s=times)
+    states, _ = mapper.run(acts, frames, times_s=times)
 
     assert states.shape == (n, N_CHANNELS) and states.dtype == bool
     for c in range(N_CHANNELS):

@@ -18,8 +18,7 @@ def song(request):
 
 def _run(frames, **kw):
     show = BandsShow(**kw)
-    states, acts = show.process(frames, frame_times(len(frames)))
-    return states
+    return show.process(frames, frame_times(len(frames))).states
 
 
 def test_bands_show_meets_the_goals_on_synthetic_music(song):
@@ -60,5 +59,5 @@ def test_delay_moves_changes_later_by_whole_frames(song):
     runs = {}
     for d in (0, 2):
         p = MappingParams(**{**base.__dict__, "delay_frames": float(d)})
-        runs[d] = ShowMapper(p).run(acts, frames, times_s=times)
+        runs[d] = ShowMapper(p).run(acts, frames, times_s=times)[0]
     assert np.array_equal(runs[2][2:], runs[0][:-2])

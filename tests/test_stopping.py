@@ -121,7 +121,7 @@ def test_an_exception_in_the_show_ends_all_off(song, tmp_path, monkeypatch):
     from pi.show import Show
 
     calls = {"n": 0}
-    real = Show.process_levels
+    real = Show.process
 
     def failing(self, frames, times):
         calls["n"] += 1
@@ -129,7 +129,7 @@ def test_an_exception_in_the_show_ends_all_off(song, tmp_path, monkeypatch):
             raise RuntimeError("a bug in the show")
         return real(self, frames, times)
 
-    monkeypatch.setattr(Show, "process_levels", failing)
+    monkeypatch.setattr(Show, "process", failing)
     rec = tmp_path / "rec.jsonl"
     with pytest.raises(RuntimeError, match="a bug in the show"):
         cli.main(["run", "--source", "file", "--output", "mock", "--mapper", "bands",

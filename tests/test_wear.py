@@ -46,7 +46,7 @@ def test_guard_is_strict_for_any_input_and_never_loses_the_final_state(max_per_s
     times = np.concatenate([times, tail])
     wanted = np.vstack([wanted, np.repeat(wanted[-1:], len(tail), axis=0)])
     guard = ToggleGuard(3, max_per_s=max_per_s, hold_s=hold_s)
-    out = np.vstack([guard.apply(wanted[i:i + 7], times[i:i + 7])
+    out = np.vstack([guard.apply(wanted[i:i + 7], times[i:i + 7])[0]
                      for i in range(0, len(times), 7)])  # in blocks, as the daemon calls it
     for c, t in enumerate(_switch_times(out, times)):
         assert _max_in_any_window(t) <= max_per_s, (c, t)
@@ -60,7 +60,7 @@ def test_dimmer_levels_follow_the_guarded_states():
     guard = ToggleGuard(1, max_per_s=1)
     wanted = np.array([[True], [False], [True], [False]])
     levels = np.array([[0.7], [0.0], [0.9], [0.0]])
-    out = guard.apply(wanted, np.array([0.0, 0.1, 0.2, 1.5]), levels)
+    out, levels = guard.apply(wanted, np.array([0.0, 0.1, 0.2, 1.5]), levels)
     assert out[:, 0].tolist() == [True, True, True, False]  # the off waits out the second
     assert levels[:, 0].tolist() == [0.7, 0.7, 0.9, 0.0]
 

@@ -112,8 +112,8 @@ def pipeline_us(model: Path, song: np.ndarray, *, block_ms: int) -> float:
             if len(frames):
                 times = (np.arange(n, n + len(frames)) * params.hop + params.n_fft) \
                     / params.sample_rate
-                states, levels = show.process_levels(frames, times)
-                for s, lv, t in zip(states, levels, times.tolist()):
+                shown = show.process(frames, times)
+                for s, lv, t in zip(shown.states, shown.levels, times.tolist()):
                     mock.set(s, t=t, levels=lv)
                 n += len(frames)
         return n
