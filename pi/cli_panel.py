@@ -17,7 +17,7 @@ def _socket(args) -> str:
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
-    from pi.control import ControlError, request
+    from pi.control_socket import ControlError, request
 
     path = _socket(args)
     try:
@@ -105,7 +105,7 @@ def add_commands(sub, common, config_opt) -> None:
 
 def wait_for_socket(path: str, timeout: float) -> bool:
     """For scripts and tests: True once the control socket answers (polls every 50 ms)."""
-    from pi.control import ControlError, request
+    from pi.control_socket import ControlError, request
 
     until = time.monotonic() + timeout
     while time.monotonic() < until:

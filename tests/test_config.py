@@ -128,7 +128,7 @@ def test_expected_errors_share_one_base_that_the_cli_reports_in_one_line(monkeyp
 
     from pi import cli
     from pi.bundle import BundleError
-    from pi.control import ControlError
+    from pi.control_socket import ControlError
     from pi.decode import AudioFileError
     from pi.errors import LightshowError
     from pi.outputs import OutputError

@@ -12,14 +12,14 @@ import socket
 import stat
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import soundfile as sf
 
 from pi import cli
 from pi.config import Config
-from pi.control import (STREAM_QUEUE, ControlError, ControlServer, Hub, request, stream)
+from pi.control_socket import (STREAM_QUEUE, ControlError, ControlServer, Hub, request,
+                               stream)
 from pi.daemon import Daemon
 from tests.helpers import until
 from training.corpus import synth_song

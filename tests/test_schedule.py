@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from pi.config import Config, ConfigError
-from pi.control import request
+from pi.control_socket import request
 from pi.daemon import Daemon
 from pi.schedule import Schedule
 from tests.test_control import status, until

@@ -199,7 +199,7 @@ def test_ctl_status_shows_each_relays_count_and_life_used(gpio, tmp_path, capsys
 
     from pi import cli
     from pi.config import load_config
-    from pi.control import request
+    from pi.control_socket import request
     from pi.daemon import Daemon
     from pi.wear import write_counts
     from tests.test_control import until

@@ -28,13 +28,14 @@ from starlette.staticfiles import StaticFiles
 
 from pi.config import Config, ConfigError, load_config
 from pi.config_panel import socket_path
+from pi.control_socket import COMMANDS
 from pi.web import auth, library, link, settings
 from pi.web.live import events, log_lines
 from pi.web.security import COOKIE, PREVIEW_CSP, Gate
 
 log = logging.getLogger("lightshow.web")
 
-ACTIONS = ("start", "stop", "next", "blackout", "relay-test", "restart")
+ACTIONS = tuple(c for c in COMMANDS if c != "override")  # overrides have their own route
 MAX_LOGIN_BODY = 4096
 STATIC = resources.files("pi.web").joinpath("static")
 

@@ -1,8 +1,6 @@
-"""The panel's side of the daemon's control socket (pi/control.py): the same newline-delimited
-JSON requests, made with asyncio so that a slow or absent daemon never blocks the panel.
-
-Kept apart from pi/control.py's blocking client so that the panel does not import numpy (the
-daemon's side needs it): the panel's memory stays small on a Pi Zero 2.
+"""The panel's side of the daemon's control socket (pi/control_socket.py): the same
+newline-delimited JSON requests, made with asyncio so that a slow or absent daemon never blocks
+the panel (pi/control_socket.py's own client blocks, which suits `lightshow ctl`).
 """
 from __future__ import annotations
 
