@@ -17,7 +17,7 @@ from pi import cli
 from pi.bundle import BundleError, load_bundle, write_bundle
 from pi.show import make_show
 from tests.test_bundle import _tiny
-from training.corpus import synth_song
+from training.synth import synth_song
 
 RATE = 44100
 

@@ -14,7 +14,7 @@ from pi.relay_rules import ChannelOverrides
 from pi.app import make_outputs
 from pi.outputs import ChannelSubset, MockOutput, OutputError
 from pi.show import BandsShow
-from training.corpus import synth_song
+from training.synth import synth_song
 
 PINS16 = [17, 18, 27, 22, 23, 24, 25, 4, 5, 6, 13, 19, 26, 12, 16, 20]
 

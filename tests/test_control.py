@@ -22,7 +22,7 @@ from pi.control_socket import (STREAM_QUEUE, ControlError, ControlServer, Hub, r
                                stream)
 from pi.daemon import Daemon
 from tests.helpers import until
-from training.corpus import synth_song
+from training.synth import synth_song
 
 RATE = 44100
 TIMEOUT_S = 60.0  # a bound for a busy machine, not a pace

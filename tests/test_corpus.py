@@ -10,8 +10,9 @@ import pytest
 
 from pi.decode import read_song
 from pi.features import HOP, N_FFT, song_features
-from training import corpus
-from training.corpus import ENDINGS, generate_corpus, synth_song
+from training import corpus, synth
+from training.corpus import generate_corpus
+from training.synth import ENDINGS, synth_song
 
 SR = 44100
 PEAK = 10 ** (-3 / 20)
@@ -74,7 +75,7 @@ def test_the_music_ends_at_music_end_s(ending, seed):
     assert len(after) >= SR // 2
     assert PEAK * 0.99 <= np.abs(y).max() <= PEAK + 1e-3, "peak near -3 dBFS, no clipping"
     if ending == "fade":
-        music, gain, noise, end2, _ = corpus._song_parts(seconds=12.0, seed=seed,
+        music, gain, noise, end2, _ = synth._song_parts(seconds=12.0, seed=seed,
                                                          ending=ending, sample_rate=SR)
         assert end2 == end and noise is None
         k = np.abs(y).max() / np.abs(music * gain).max()
@@ -94,11 +95,11 @@ def test_the_music_ends_at_music_end_s(ending, seed):
 
 
 def test_endings_have_their_documented_lengths():
-    # corpus._timing is what synth_song and generate_corpus both use for the ending.
+    # synth.song_timing is what synth_song and generate_corpus both use for the ending.
     for seed in range(50):
         for ending, (lo, hi) in {"fade": (0.5, 3), "quiet_tail": (3, 10),
                                  "hard_stop": (2, 6)}.items():
-            n, tempo, end, fade_start = corpus._timing(np.random.default_rng(seed), 40.0,
+            n, tempo, end, fade_start = synth.song_timing(np.random.default_rng(seed), 40.0,
                                                        ending, SR)
             assert n == 40 * SR and 80 <= tempo <= 160
             assert lo <= (n - end) / SR <= hi
@@ -107,7 +108,7 @@ def test_endings_have_their_documented_lengths():
             else:
                 assert fade_start == end
     _, end_s = synth_song(seconds=8.0, seed=4, ending="hard_stop")
-    n, _, end, _ = corpus._timing(np.random.default_rng(4), 8.0, "hard_stop", SR)
+    n, _, end, _ = synth.song_timing(np.random.default_rng(4), 8.0, "hard_stop", SR)
     assert end_s == end / SR and 8.0 - end_s <= 0.25 * 8.0  # capped for short songs
 
 

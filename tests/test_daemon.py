@@ -18,7 +18,7 @@ from pi import cli
 from pi.features import frame_times, n_frames_for
 from pi.outputs import MockOutput
 from tests.helpers import modules_after
-from training.corpus import synth_song
+from training.synth import synth_song
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100

@@ -20,7 +20,7 @@ from pi.render import (Timeline, atomic_output, n_steps, render_song, step_frame
                        write_xtiming)
 from pi.show import make_show
 from tests.helpers import modules_after
-from training.corpus import synth_song
+from training.synth import synth_song
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100

@@ -26,7 +26,7 @@ from pi.preview import build_html, write_preview
 from pi.render import Timeline, render_song
 from pi.show import make_show
 from tests.helpers import chromium
-from training.corpus import synth_song
+from training.synth import synth_song
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 44100

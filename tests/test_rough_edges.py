@@ -4,7 +4,6 @@ training run or export, self-including and Latin-1 playlists, songs too short to
 `run` that waits for a sound card while the music folder is missing."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal

@@ -26,7 +26,7 @@ import soundfile as sf
 
 from pi import e131
 from pi.outputs import MockOutput
-from training.corpus import synth_song
+from training.synth import synth_song
 
 import sacn  # noqa: E402,F401 - the extra is installed in CI: missing is a failure, not a skip
 

@@ -14,7 +14,7 @@ from pi.control_socket import request
 from pi.daemon import Daemon
 from pi.schedule import Schedule
 from tests.test_control import status, until
-from training.corpus import synth_song
+from training.synth import synth_song
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

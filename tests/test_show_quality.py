@@ -7,7 +7,7 @@ from pi.mapping import MappingParams, ShowMapper
 from pi.relay_rules import ChannelOverrides
 from pi.metrics import show_metrics
 from pi.show import BandsShow
-from training.corpus import synth_song
+from training.synth import synth_song
 
 
 @pytest.fixture(scope="module", params=["fade", "quiet_tail", "hard_stop"])

@@ -25,7 +25,7 @@ import pytest
 import soundfile as sf
 
 from pi.outputs import MockOutput
-from training.corpus import synth_song
+from training.synth import synth_song
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ from pi.outputs import MockOutput
 from pi.playback import PlaybackSource
 from pi.playlist import Playlist, expand, read_m3u
 from pi.sources import END, Backoff, DeviceError, FileSource, PlaylistError, SongFeed
-from training.corpus import synth_song
+from training.synth import synth_song
 
 RATE = 44100
 

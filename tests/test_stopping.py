@@ -17,7 +17,7 @@ import soundfile as sf
 
 from pi import stopping
 from pi.outputs import MockOutput
-from training.corpus import synth_song
+from training.synth import synth_song
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100

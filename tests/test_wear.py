@@ -137,7 +137,7 @@ def test_a_damaged_count_file_is_kept_and_counting_goes_on(tmp_path, caplog):
 
 def test_the_daemon_counts_each_pin_change_and_check_config_shows_it(gpio, tmp_path):
     from pi.daemon import run
-    from training.corpus import synth_song
+    from training.synth import synth_song
 
     import soundfile as sf
 
@@ -203,7 +203,7 @@ def test_ctl_status_shows_each_relays_count_and_life_used(gpio, tmp_path, capsys
     from pi.daemon import Daemon
     from pi.wear import write_counts
     from tests.test_control import until
-    from training.corpus import synth_song
+    from training.synth import synth_song
 
     y, _ = synth_song(seconds=20.0, seed=4, ending="hard_stop")
     sf.write(tmp_path / "song.wav", y, SAMPLE_RATE)

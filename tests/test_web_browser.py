@@ -31,7 +31,7 @@ from pi.config import load_config
 from pi.outputs import MockOutput
 from pi.web.auth import write_password_file
 from tests.helpers import chromium, until
-from training.corpus import synth_song
+from training.synth import synth_song
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "silent night holy night"

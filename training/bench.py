@@ -133,7 +133,7 @@ def offline_figures(model: Path, tmp: Path, *, n_songs: int = 4, seconds: float 
     fresh into an empty cache and again from that cache, as multiples of real time."""
     import soundfile as sf
 
-    from training.corpus import synth_song
+    from training.synth import synth_song
     from training.ingest import load_library
 
     paths = []
@@ -320,7 +320,7 @@ def main(argv=None) -> int:
     print(f"{'sum of the parts above, one hop per call':44s} {pipeline:9.1f}")
 
     from pi.config import AudioConfig
-    from training.corpus import synth_song
+    from training.synth import synth_song
 
     block_ms = AudioConfig().block_ms
     clip, _ = synth_song(seconds=20.0, seed=5, ending="fade")
