@@ -1,7 +1,7 @@
 """``python -m pi``: the same as the ``lightshow`` command."""
 import sys
 
-from pi.cli import main
+from pi.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@ source and the outputs. Everything else takes the pieces it is given, so the par
 each other in one direction only (the outputs never import their backends' factory).
 
 The relay-safety rules themselves (overrides, the strict switch limit) live in
-pi/relay_rules.py, shared by the show logic and the sACN receiver.
+pi/show/relay_rules.py, shared by the show logic and the sACN receiver.
 """
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import logging
 import threading
 from typing import Sequence
 
-from pi.config import Config, relay_limits, sacn_addresses
-from pi.outputs import ChannelSubset, MockOutput, MultiOutput, Output, OutputError
-from pi.playlist import Playlist
-from pi.relay_rules import ChannelOverrides
-from pi.sacn_source import SACNSource
-from pi.show import Show, make_show
-from pi.sources import FileSource, Source
+from pi.config.load import Config, relay_limits, sacn_addresses
+from pi.outputs.base import ChannelSubset, MockOutput, MultiOutput, Output, OutputError
+from pi.audio.playlist import Playlist
+from pi.show.relay_rules import ChannelOverrides
+from pi.audio.sacn_receiver import SACNSource
+from pi.show.pipeline import Show, make_show
+from pi.audio.sources import FileSource, Source
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def make_source(config: Config, *, rate: int, realtime: bool = False,
                           allowed_senders=r.allowed_senders)
     offset_s = 0.0 if config.show.latency_ms == "auto" else config.show.latency_ms / 1000
     if a.source == "line-in":
-        from pi.linein import LineInSource
+        from pi.audio.linein import LineInSource
 
         if offset_s < 0:
             log.warning("show.latency_ms = %g: live lamps cannot run ahead of the sound; "
@@ -60,7 +60,7 @@ def make_source(config: Config, *, rate: int, realtime: bool = False,
         repeat = False
     playlist = Playlist(a.playlist, shuffle=a.shuffle, repeat=repeat)
     if a.source == "playlist":
-        from pi.playback import PlaybackSource
+        from pi.audio.playback import PlaybackSource
 
         return PlaybackSource(playlist, device=a.device, rate=rate, block_ms=a.block_ms,
                               offset_s=offset_s, stop=stop)
@@ -78,14 +78,14 @@ def make_outputs(spec_list: Sequence[str], config: Config | None = None) -> Mult
 
     for name in spec_list:
         if name == "rpigpio":
-            from pi.gpio import RPiGPIOOutput  # lazily: it imports RPi.GPIO
+            from pi.outputs.gpio import RPiGPIOOutput  # lazily: it imports RPi.GPIO
 
             g = config.outputs.rpigpio
             outputs.append(some(RPiGPIOOutput(g.pins, active_low=g.active_low,
                                               pwm_hz=g.pwm_hz, counter=_counter(config)),
                                 g.channels))
         elif name == "sacn":
-            from pi.sacn_output import SACNOutput
+            from pi.outputs.sacn import SACNOutput
 
             d = config.outputs.sacn
             outputs.append(some(SACNOutput(len(d.channels) or n, universe=d.universe,
@@ -94,7 +94,7 @@ def make_outputs(spec_list: Sequence[str], config: Config | None = None) -> Mult
                                            priority=d.priority, source_name=d.source_name,
                                            fps=d.fps, dimmer=d.dimmer), d.channels))
         elif name == "terminal":
-            from pi.terminal import TerminalOutput
+            from pi.outputs.terminal import TerminalOutput
 
             outputs.append(TerminalOutput(n))
         elif name == "mock":
@@ -106,8 +106,8 @@ def make_outputs(spec_list: Sequence[str], config: Config | None = None) -> Mult
 
 
 def _counter(config: Config):
-    """The relays' persistent switch counter (pi/wear.py), or None when not counting."""
-    from pi.wear import SwitchCounter, counts_path
+    """The relays' persistent switch counter (pi/outputs/wear.py), or None when not counting."""
+    from pi.outputs.wear import SwitchCounter, counts_path
 
     g = config.outputs.rpigpio
     path = counts_path(g.switch_counts)

@@ -144,14 +144,14 @@ class _Module(types.ModuleType):
 def use_virtual_time(monkeypatch, clock: VirtualClock) -> VirtualEvent:
     """The daemon, the playlist source and the mock output on ``clock``; returns the stop
     event to give the Daemon (it must run in a thread that joined the clock)."""
-    import pi.daemon
-    import pi.outputs
-    import pi.playback
+    import pi.daemon.loop
+    import pi.outputs.base
+    import pi.audio.playback
 
     vtime = _Module(time, monotonic=clock.monotonic, sleep=clock.sleep)
-    for module in (pi.daemon, pi.outputs, pi.playback):
+    for module in (pi.daemon.loop, pi.outputs.base, pi.audio.playback):
         monkeypatch.setattr(module, "time", vtime)
-    monkeypatch.setattr(pi.playback, "queue", _Module(queue, Queue=_virtual_queue(clock)))
+    monkeypatch.setattr(pi.audio.playback, "queue", _Module(queue, Queue=_virtual_queue(clock)))
     return VirtualEvent(clock)
 
 

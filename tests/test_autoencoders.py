@@ -9,9 +9,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pi.bundle import load_bundle  # noqa: E402
-from pi.encoder import NumpyEncoder  # noqa: E402
-from training.autoencoders import (MixUpBatches, encoder_of, export_encoder,  # noqa: E402
+from pi.show.bundle import load_bundle  # noqa: E402
+from pi.show.encoder import NumpyEncoder  # noqa: E402
+from training.models.autoencoders import (MixUpBatches, encoder_of, export_encoder,  # noqa: E402
                                    train_autoencoder)
 
 ROOT = Path(__file__).resolve().parent.parent

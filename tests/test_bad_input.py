@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pi import cli
-from pi.bundle import BundleError, load_bundle, write_bundle
-from pi.show import make_show
+from pi.cli import main as cli
+from pi.show.bundle import BundleError, load_bundle, write_bundle
+from pi.show.pipeline import make_show
 from tests.test_bundle import _tiny
-from training.synth import synth_song
+from training.corpus.synth import synth_song
 
 RATE = 44100
 
@@ -65,7 +65,7 @@ def test_an_unreadable_bundle_is_a_bundle_error_and_the_show_falls_back(tmp_path
     def denied(path):  # what open() raises for the service user on a 0600 file (we are root)
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("pi.bundle.sha256_file", denied)
+    monkeypatch.setattr("pi.show.bundle.sha256_file", denied)
     with pytest.raises(BundleError, match=r"encoder\.npz: expected a readable bundle, found "
                                           r"Permission denied"):
         load_bundle(dest)
@@ -84,7 +84,7 @@ def test_sixteen_channel_bundles_render_preview_and_evaluate_as_sixteen(bundle16
     header = next(csv.reader(out.open()))
     assert header[16] == "ch16" and header[-1] == "act16"
 
-    from pi.preview import write_preview
+    from pi.offline.preview import write_preview
     info = write_preview(songs / "good.wav", tmp_path / "p.html", model=bundle16)
     assert info["n_channels"] == 16 and info["model"] == "model:tiny"
 
@@ -115,17 +115,17 @@ def test_evaluate_skips_a_nan_song_and_keeps_the_good_ones(songs, capsys):
 
 
 def test_evaluate_loads_the_bundle_once_for_all_songs(songs, bundle16, capsys, monkeypatch):
-    import pi.bundle
+    import pi.show.bundle
     from training import evaluate
 
     loads = []
-    real = pi.bundle.load_bundle
+    real = pi.show.bundle.load_bundle
 
     def counting(path):
         loads.append(path)
         return real(path)
 
-    for module in ("training.evaluate", "pi.show"):
+    for module in ("training.evaluate", "pi.show.pipeline"):
         monkeypatch.setattr(f"{module}.load_bundle", counting)
     good = str(songs / "good.wav")
     assert evaluate.main(["--model", str(bundle16), good, good, good]) == 0

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from pi.bundle import BundleError, load_bundle, pack_arrays, write_bundle
-from pi.features import DEFAULT_PARAMS
-from pi.mapping import MappingParams
+from pi.show.bundle import BundleError, load_bundle, pack_arrays, write_bundle
+from pi.show.features import DEFAULT_PARAMS
+from pi.show.mapping import MappingParams
 
 
 def _tiny(rng, n_channels=8):
@@ -100,7 +100,7 @@ def test_npz_with_pickled_object_is_rejected(tmp_path):
     write_bundle(tmp_path / "m", manifest=manifest, arrays=arrays)
     npz = tmp_path / "m" / "encoder.npz"
     np.savez(npz, **arrays, evil=np.array([{"a": 1}], dtype=object))
-    from pi.bundle import sha256_file
+    from pi.show.bundle import sha256_file
     m = json.loads((tmp_path / "m" / "manifest.json").read_text())
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(dict(m, npz_sha256=sha256_file(npz))))
     with pytest.raises(BundleError, match="npz"):

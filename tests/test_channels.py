@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pi.config import Config, ConfigError, check_config, sacn_addresses
-from pi.features import frame_times, song_features
-from pi.mapping import MIN_LEVEL, brightness
-from pi.relay_rules import ChannelOverrides
+from pi.config.load import Config, ConfigError, check_config, sacn_addresses
+from pi.show.features import frame_times, song_features
+from pi.show.mapping import MIN_LEVEL, brightness
+from pi.show.relay_rules import ChannelOverrides
 from pi.app import make_outputs
-from pi.outputs import ChannelSubset, MockOutput, OutputError
-from pi.show import BandsShow
-from training.synth import synth_song
+from pi.outputs.base import ChannelSubset, MockOutput, OutputError
+from pi.show.pipeline import BandsShow
+from training.corpus.synth import synth_song
 
 PINS16 = [17, 18, 27, 22, 23, 24, 25, 4, 5, 6, 13, 19, 26, 12, 16, 20]
 
@@ -109,7 +109,7 @@ def test_channel_subset_checks_its_channels():
 
 
 def test_pwm_turns_levels_into_duty_cycles(gpio):
-    from pi.gpio import RPiGPIOOutput
+    from pi.outputs.gpio import RPiGPIOOutput
 
     out = RPiGPIOOutput([17, 18, 27], active_low=True, pwm_hz=200)
     with out:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pi.config import Config, ConfigError, check_config, load_config
+from pi.config.load import Config, ConfigError, check_config, load_config
 
 SHIPPED = Path(__file__).resolve().parents[1] / "systemd" / "config.toml"
 
@@ -126,13 +126,13 @@ def test_check_config_summary(tmp_path):
 def test_expected_errors_share_one_base_that_the_cli_reports_in_one_line(monkeypatch, caplog):
     import logging
 
-    from pi import cli
-    from pi.bundle import BundleError
-    from pi.control_socket import ControlError
-    from pi.decode import AudioFileError
+    from pi.cli import main as cli
+    from pi.show.bundle import BundleError
+    from pi.daemon.control_socket import ControlError
+    from pi.audio.decode import AudioFileError
     from pi.errors import LightshowError
-    from pi.outputs import OutputError
-    from pi.sources import DeviceError, PlaylistError
+    from pi.outputs.base import OutputError
+    from pi.audio.sources import DeviceError, PlaylistError
 
     for cls in (ConfigError, BundleError, AudioFileError, DeviceError, PlaylistError,
                 OutputError, ControlError):

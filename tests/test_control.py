@@ -16,13 +16,13 @@ import time
 import pytest
 import soundfile as sf
 
-from pi import cli
-from pi.config import Config
-from pi.control_socket import (STREAM_QUEUE, ControlError, ControlServer, Hub, request,
+from pi.cli import main as cli
+from pi.config.load import Config
+from pi.daemon.control_socket import (STREAM_QUEUE, ControlError, ControlServer, Hub, request,
                                stream)
-from pi.daemon import Daemon
+from pi.daemon.loop import Daemon
 from tests.helpers import until
-from training.synth import synth_song
+from training.corpus.synth import synth_song
 
 RATE = 44100
 TIMEOUT_S = 60.0  # a bound for a busy machine, not a pace

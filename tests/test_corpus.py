@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
-from pi.decode import read_song
-from pi.features import HOP, N_FFT, song_features
-from training import corpus, synth
-from training.corpus import generate_corpus
-from training.synth import ENDINGS, synth_song
+from pi.audio.decode import read_song
+from pi.show.features import HOP, N_FFT, song_features
+from training.corpus import demo as corpus, synth
+from training.corpus.demo import generate_corpus
+from training.corpus.synth import ENDINGS, synth_song
 
 SR = 44100
 PEAK = 10 ** (-3 / 20)

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pi import cli
-from pi.features import frame_times, n_frames_for
-from pi.outputs import MockOutput
+from pi.cli import main as cli
+from pi.show.features import frame_times, n_frames_for
+from pi.outputs.base import MockOutput
 from tests.helpers import modules_after
-from training.synth import synth_song
+from training.corpus.synth import synth_song
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100
@@ -166,9 +166,10 @@ def test_sigterm_switches_everything_off_and_exits_0(songs, tmp_path):
 
 def test_pi_imports_no_training_libraries(songs, tmp_path):
     modules = modules_after(
-        "import pi.cli, pi.daemon, pi.sources, pi.linein, pi.playback, pi.playlist\n"
-        "import pi.show, pi.render, pi.metrics, pi.gpio\n"
-        "from pi.cli import main\n"
+        "import pi.cli.main, pi.daemon.loop, pi.audio.sources, pi.audio.linein, pi.audio.playback\n"
+        "import pi.audio.playlist\n"
+        "import pi.show.pipeline, pi.offline.render, pi.offline.metrics, pi.outputs.gpio\n"
+        "from pi.cli.main import main\n"
         f"assert main(['render', {str(songs / 'song.wav')!r}, '--csv', "
         f"{str(tmp_path / 'x.csv')!r}]) == 0\n")
     heavy = {"tensorflow", "keras", "sklearn", "scipy", "torch", "librosa", "training"}

@@ -7,10 +7,10 @@ import socket
 import numpy as np
 import pytest
 
-from pi import e131
-from pi.relay_rules import ChannelOverrides
-from pi.sacn_source import LOST, MAX_SENDERS, SACNSource
-from pi.sources import DeviceError
+from pi.net import e131
+from pi.show.relay_rules import ChannelOverrides
+from pi.audio.sacn_receiver import LOST, MAX_SENDERS, SACNSource
+from pi.audio.sources import DeviceError
 
 CID_A, CID_B = bytes(range(16)), bytes(range(16, 32))
 U = 7
@@ -313,7 +313,7 @@ def test_the_allow_list_applies_to_packets_from_the_socket(caplog):
      r"allowed_senders\[1\]: expected each sender once"),
 ])
 def test_allowed_senders_are_checked(value, message):
-    from pi.config import Config, ConfigError
+    from pi.config.load import Config, ConfigError
 
     with pytest.raises(ConfigError, match=message):
         Config.from_dict({"sacn_source": {"allowed_senders": value}})
@@ -323,7 +323,7 @@ def test_allowed_senders_are_checked(value, message):
 
 
 def test_the_daemon_gives_the_allow_list_to_its_sacn_source():
-    from pi.config import Config
+    from pi.config.load import Config
     from pi.app import make_source
 
     cfg = Config.from_dict({"audio": {"source": "sacn"},
@@ -332,7 +332,7 @@ def test_the_daemon_gives_the_allow_list_to_its_sacn_source():
 
 
 def test_check_config_names_the_allowed_senders(tmp_path):
-    from pi.config import check_config
+    from pi.config.load import check_config
 
     path = tmp_path / "rx.toml"
     path.write_text('[audio]\nsource = "sacn"\n[sacn_source]\nallowed_senders = ["10.0.0.7"]\n')

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pi.features import frame_times
-from training.corpus import generate_corpus
-from training.end_detector import (EndDetector, annotated_end_s, auto_end_s, end_labels,
+from pi.show.features import frame_times
+from training.corpus.demo import generate_corpus
+from training.models.end_detector import (EndDetector, annotated_end_s, auto_end_s, end_labels,
                                    load_annotations, song_inputs, suffix_start, training_frames,
                                    trim, trim_library)
-from training.ingest import SongFeatures, load_library
+from training.corpus.ingest import SongFeatures, load_library
 
 # Measured over 6 train/test corpus pairs like these (30 s songs, 8k-20k training frames):
 # detector |error| at most 0.2 s for hard stops and quiet tails and 2.6 s for fades (nearly

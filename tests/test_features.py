@@ -3,8 +3,8 @@ import pytest
 import soundfile as sf
 from hypothesis import given, settings, strategies as st
 
-from pi.decode import read_song
-from pi.features import (DEFAULT_PARAMS, N_BINS, StreamingFeatures, fit_normalisation,
+from pi.audio.decode import read_song
+from pi.show.features import (DEFAULT_PARAMS, N_BINS, StreamingFeatures, fit_normalisation,
                          frame_times, n_frames_for, normalise, resample, song_features)
 
 SR = DEFAULT_PARAMS.sample_rate

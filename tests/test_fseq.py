@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pi import cli
-from pi.fseq import FseqError, block_plan, fseq_bytes, parse_fseq, read_fseq
-from pi.render import (Timeline, atomic_output, n_steps, render_song, step_frames,
+from pi.cli import main as cli
+from pi.offline.fseq import FseqError, block_plan, fseq_bytes, parse_fseq, read_fseq
+from pi.offline.render import (Timeline, atomic_output, n_steps, render_song, step_frames,
                        write_xtiming)
-from pi.show import make_show
+from pi.show.pipeline import make_show
 from tests.helpers import modules_after
-from training.synth import synth_song
+from training.corpus.synth import synth_song
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100
@@ -214,7 +214,7 @@ def test_frame_k_holds_the_last_state_at_or_before_k_times_the_step():
 
 
 def test_levels_are_what_the_sacn_dimmer_output_sends():
-    from pi.sacn_output import SACNOutput
+    from pi.outputs.sacn import SACNOutput
 
     levels = np.array([[0.0, 0.2, 0.5, 0.55, 0.731, 0.998, 1.0, 0.9]])
     tl = Timeline(np.array([0.0]), levels > 0, np.zeros((1, 8), np.float32), duration_s=0.02,
@@ -299,7 +299,7 @@ def test_playlist_with_only_good_songs_exits_zero(songs, tmp_path):
 
 def test_fseq_render_imports_neither_zstandard_nor_training(songs, tmp_path):
     modules = modules_after(
-        "from pi.cli import main\n"
+        "from pi.cli.main import main\n"
         f"assert main(['render', {str(songs / 'two.flac')!r}, '--fseq', "
         f"{str(tmp_path / 'x.fseq')!r}, '--xtiming', {str(tmp_path / 'x.xtiming')!r}])"
         " == 0\n")

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from pi import e131
-from pi.bundle import MANIFEST_NAME, NPZ_NAME, Bundle, BundleError, load_bundle, sha256_file
-from pi.config import Config, ConfigError, load_config
-from pi.features import StreamingFeatures, song_features
+from pi.net import e131
+from pi.show.bundle import MANIFEST_NAME, NPZ_NAME, Bundle, BundleError, load_bundle, sha256_file
+from pi.config.load import Config, ConfigError, load_config
+from pi.show.features import StreamingFeatures, song_features
 from tests.test_bundle import _tiny
 
 FAST = settings(max_examples=120, deadline=None,
@@ -94,7 +94,7 @@ def test_any_config_file_is_a_config_or_a_config_error(data):
 
 @pytest.fixture(scope="module")
 def good_bundle(tmp_path_factory):
-    from pi.bundle import write_bundle
+    from pi.show.bundle import write_bundle
 
     manifest, arrays = _tiny(np.random.default_rng(0))
     path = write_bundle(tmp_path_factory.mktemp("fuzz") / "m", manifest=manifest,
@@ -266,7 +266,7 @@ def packets(draw):
 @settings(max_examples=400, deadline=None)
 @given(st.lists(packets(), min_size=1, max_size=8))
 def test_any_datagram_parses_or_is_a_packet_error_and_never_stops_the_source(datagrams):
-    from pi.sacn_source import LOST, SACNSource
+    from pi.audio.sacn_receiver import LOST, SACNSource
 
     src = SACNSource(universe=7, addresses=[1, 2, 3, 512], port=0, multicast=False,
                      max_toggles_per_s=3, clock=lambda: 0.0)
@@ -302,7 +302,7 @@ def blocks(draw):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(blocks(), min_size=1, max_size=4))
 def test_any_audio_gives_frames_and_states_or_a_named_error(audio):
-    from pi.show import make_show
+    from pi.show.pipeline import make_show
 
     stream, show, got = StreamingFeatures(), make_show(mapper="bands"), []
     for i, block in enumerate(audio):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import pi.decode
-from pi.features import DEFAULT_PARAMS, FeatureParams, n_frames_for, song_features
-from training import ingest
-from training.ingest import (SongFeatures, corpus_summary, is_excluded, load_library,
+import pi.audio.decode
+from pi.show.features import DEFAULT_PARAMS, FeatureParams, n_frames_for, song_features
+from training.corpus import ingest
+from training.corpus.ingest import (SongFeatures, corpus_summary, is_excluded, load_library,
                              scan_library, split_by_song)
 
 
@@ -30,22 +30,22 @@ def write_song(path: Path, *, seconds: float, rate: int = 44100, channels: int =
 
 @pytest.fixture
 def decode_calls(monkeypatch):
-    """Counts :func:`pi.decode.iter_song_blocks` calls per file name."""
+    """Counts :func:`pi.audio.decode.iter_song_blocks` calls per file name."""
     calls: list[str] = []
-    real = pi.decode.iter_song_blocks
+    real = pi.audio.decode.iter_song_blocks
 
     def counting(path, **kw):
         calls.append(Path(path).name)
         return real(path, **kw)
 
-    monkeypatch.setattr(pi.decode, "iter_song_blocks", counting)
+    monkeypatch.setattr(pi.audio.decode, "iter_song_blocks", counting)
     return calls
 
 
 def test_features_and_rms_use_the_same_frames_at_any_rate_and_channels(tmp_path):
     path = write_song(tmp_path / "a.wav", seconds=6.0, rate=48000, channels=2)
     song = ingest.extract_features(path)
-    samples = pi.decode.read_song(path)
+    samples = pi.audio.decode.read_song(path)
     np.testing.assert_array_equal(song.frames, song_features(samples))
     windows = np.lib.stride_tricks.sliding_window_view(samples, DEFAULT_PARAMS.n_fft)
     windows = windows[:: DEFAULT_PARAMS.hop][: song.n_frames].astype(np.float64)
@@ -121,7 +121,7 @@ def test_bad_songs_are_skipped_and_reported_not_fatal(tmp_path, monkeypatch, cap
     sf.write(str(silent), np.zeros(44100 * 6, np.float32), 44100)
     short = write_song(tmp_path / "short.wav", seconds=2.0)
     partway = write_song(tmp_path / "partway.wav", seconds=6.0, seed=1)
-    real = pi.decode.iter_song_blocks
+    real = pi.audio.decode.iter_song_blocks
 
     def failing(path, **kw):  # a decoder blowing up mid-song with an unexpected exception
         blocks = real(path, **kw)
@@ -130,7 +130,7 @@ def test_bad_songs_are_skipped_and_reported_not_fatal(tmp_path, monkeypatch, cap
             raise MemoryError("simulated")
         yield from blocks
 
-    monkeypatch.setattr(pi.decode, "iter_song_blocks", failing)
+    monkeypatch.setattr(pi.audio.decode, "iter_song_blocks", failing)
     paths = [garbage, flac, good, silent, short, partway, tmp_path / "missing.ogg"]
     songs, skipped = load_library(paths, cache_dir=tmp_path / "cache", progress=True)
     assert [s.path for s in songs] == [good]

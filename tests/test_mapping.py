@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from pi.features import DEFAULT_PARAMS, frame_times
-from pi.mapping import MappingParams, ShowMapper
-from pi.relay_rules import ChannelOverrides
+from pi.show.features import DEFAULT_PARAMS, frame_times
+from pi.show.mapping import MappingParams, ShowMapper
+from pi.show.relay_rules import ChannelOverrides
 
 N_CHANNELS = 8
 

@@ -9,12 +9,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from pi import outputs as outputs_mod
-from pi.config import Config
-from pi.gpio import RPiGPIOOutput
+from pi.outputs import base as outputs_mod
+from pi.config.load import Config
+from pi.outputs.gpio import RPiGPIOOutput
 from pi.app import make_outputs
-from pi.outputs import MockOutput, MultiOutput, Output, OutputError
-from pi.terminal import TerminalOutput
+from pi.outputs.base import MockOutput, MultiOutput, Output, OutputError
+from pi.outputs.terminal import TerminalOutput
 
 PINS = [17, 18, 27, 22, 23, 24, 25, 4]
 ON = np.array([1, 0, 1, 0, 0, 0, 0, 1], dtype=bool)
@@ -63,7 +63,7 @@ def test_mock_record_is_flushed_and_atexit_turns_lights_off(tmp_path):
     must leave everything off, and the JSONL shows it."""
     record = tmp_path / "rec.jsonl"
     script = textwrap.dedent(f"""
-        from pi.outputs import MockOutput
+        from pi.outputs.base import MockOutput
         out = MockOutput(4, {str(record)!r})
         out.open()
         out.set([1, 1, 0, 1], t=0.25)

@@ -8,7 +8,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-from pi.bundle import MANIFEST_NAME, NPZ_NAME, SHIPPED_DATA_DIR, load_bundle, shipped_bundle
+from pi.show.bundle import MANIFEST_NAME, NPZ_NAME, SHIPPED_DATA_DIR, load_bundle, shipped_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ def test_a_built_wheel_holds_the_shipped_models_as_data_files(tmp_path):
     for model in ("default", "default-conv"):
         for f in (NPZ_NAME, MANIFEST_NAME):
             assert f"{data}/data/{SHIPPED_DATA_DIR.as_posix()}/{model}/{f}" in names
-    assert "pi/yard.css" in names and "pi/web/static/index.html" in names
+    assert "pi/offline/yard.css" in names and "pi/web/static/index.html" in names
 
 
 def test_without_a_source_tree_the_model_comes_from_the_installed_data_folder(

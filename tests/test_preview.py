@@ -21,12 +21,12 @@ import soundfile as sf
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.support.ui import WebDriverWait
 
-from pi.metrics import show_metrics
-from pi.preview import build_html, write_preview
-from pi.render import Timeline, render_song
-from pi.show import make_show
+from pi.offline.metrics import show_metrics
+from pi.offline.preview import build_html, write_preview
+from pi.offline.render import Timeline, render_song
+from pi.show.pipeline import make_show
 from tests.helpers import chromium
-from training.synth import synth_song
+from training.corpus.synth import synth_song
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 44100
@@ -279,11 +279,11 @@ def test_cli_writes_a_preview_and_reports_errors(preview, tmp_path):
     page, _, _ = preview
     song = page.parent / "carol of the relays.wav"
     out = tmp_path / "cli.html"
-    run = subprocess.run([sys.executable, "-m", "pi.preview", str(song), "--mapper", "bands",
-                          "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run([sys.executable, "-m", "pi.offline.preview", str(song), "--mapper",
+                          "bands", "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert out.is_file() and "file://" in run.stdout and "fluxCorr" in run.stdout
-    bad = subprocess.run([sys.executable, "-m", "pi.preview", str(tmp_path / "none.wav"),
+    bad = subprocess.run([sys.executable, "-m", "pi.offline.preview", str(tmp_path / "none.wav"),
                           "--out", str(tmp_path / "x.html")], capture_output=True, text=True,
                          cwd=ROOT)
     assert bad.returncode == 2 and "none.wav" in bad.stderr

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pi import cli
-from pi.bundle import load_bundle, write_bundle
-from pi.playlist import expand, read_m3u
+from pi.cli import main as cli
+from pi.show.bundle import load_bundle, write_bundle
+from pi.audio.playlist import expand, read_m3u
 from tests.test_bundle import _tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ SLOW_EXPORT = textwrap.dedent("""
     from pathlib import Path
     import numpy as np
     import training.__main__ as entry
-    from pi.bundle import write_bundle
+    from pi.show.bundle import write_bundle
     from tests.test_bundle import _tiny
 
     def main(argv):
@@ -94,7 +94,7 @@ def test_a_killed_runs_leftovers_are_removed_by_the_next_export(tmp_path):
 
 def test_dense_and_conv_are_exported_together_or_not_at_all(tmp_path):
     """Ctrl-C while the -conv bundle is being written: both old bundles stay."""
-    from pi.bundle import write_bundles
+    from pi.show.bundle import write_bundles
 
     rng = np.random.default_rng(0)
     for name in ("default", "default-conv"):
@@ -122,7 +122,7 @@ def test_dense_and_conv_are_exported_together_or_not_at_all(tmp_path):
 
 
 def test_a_failure_in_the_middle_of_the_swap_puts_the_old_bundles_back(tmp_path, monkeypatch):
-    from pi.bundle import write_bundles
+    from pi.show.bundle import write_bundles
 
     rng = np.random.default_rng(0)
     items = []
@@ -138,7 +138,7 @@ def test_a_failure_in_the_middle_of_the_swap_puts_the_old_bundles_back(tmp_path,
             raise OSError(28, "No space left on device")
         return real(src, dst)
 
-    monkeypatch.setattr("pi.bundle.os.replace", failing)
+    monkeypatch.setattr("pi.show.bundle.os.replace", failing)
     with pytest.raises(OSError, match="No space left"):
         write_bundles(items)
     monkeypatch.undo()
@@ -239,9 +239,9 @@ def test_training_bench_on_a_bad_bundle_is_one_clear_line(tmp_path, capsys):
 def test_run_without_a_music_folder_says_so_before_waiting_for_a_sound_card(
         tmp_path, monkeypatch, caplog):
     from fake_sounddevice import FakeSoundDevice
-    from pi.config import Config
-    from pi.daemon import Daemon
-    from pi.sources import Backoff
+    from pi.config.load import Config
+    from pi.daemon.loop import Daemon
+    from pi.audio.sources import Backoff
 
     stop = threading.Event()
     sd = FakeSoundDevice(fail_opens=10**9)

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pi import e131
-from pi.outputs import MockOutput
-from training.synth import synth_song
+from pi.net import e131
+from pi.outputs.base import MockOutput
+from training.corpus.synth import synth_song
 
 import sacn  # noqa: E402,F401 - the extra is installed in CI: missing is a failure, not a skip
 
@@ -98,7 +98,7 @@ def rx_config(tmp: Path, port: int, *, channels: int = 8, tables: str = "") -> P
 
 
 def test_readme_configs_are_valid_and_the_tests_use_them(tmp_path):
-    from pi.config import load_config
+    from pi.config.load import load_config
 
     sender, receiver = readme_configs()
     for text in (sender, receiver):

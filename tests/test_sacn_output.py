@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from pi import e131
+from pi.net import e131
 
 import sacn  # noqa: E402,F401 - installed in CI: missing is a failure, not a skip
-from pi.sacn_output import SACNOutput, stable_cid  # noqa: E402
+from pi.outputs.sacn import SACNOutput, stable_cid  # noqa: E402
 
 U = 7
 
@@ -68,7 +68,7 @@ def test_dimmer_sends_graded_levels(rx_socket):
 
 
 def test_multicast_goes_to_the_universe_group(monkeypatch):
-    from pi import sacn_output
+    from pi.outputs import sacn as sacn_output
 
     sent = []
     make = sacn_output._socket_class
@@ -90,7 +90,7 @@ def test_multicast_goes_to_the_universe_group(monkeypatch):
 
 
 def test_missing_package_is_a_clear_error(monkeypatch):
-    from pi.outputs import OutputError
+    from pi.outputs.base import OutputError
 
     monkeypatch.setitem(sys.modules, "sacn", None)
     with pytest.raises(OutputError, match=r"sacn: expected the `sacn` package, found it not "

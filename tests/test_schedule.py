@@ -9,12 +9,12 @@ from zoneinfo import ZoneInfo
 import pytest
 import soundfile as sf
 
-from pi.config import Config, ConfigError
-from pi.control_socket import request
-from pi.daemon import Daemon
-from pi.schedule import Schedule
+from pi.config.load import Config, ConfigError
+from pi.daemon.control_socket import request
+from pi.daemon.loop import Daemon
+from pi.daemon.schedule import Schedule
 from tests.test_control import status, until
-from training.synth import synth_song
+from training.corpus.synth import synth_song
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from pi.features import song_features, frame_times
-from pi.mapping import MappingParams, ShowMapper
-from pi.relay_rules import ChannelOverrides
-from pi.metrics import show_metrics
-from pi.show import BandsShow
-from training.synth import synth_song
+from pi.show.features import song_features, frame_times
+from pi.show.mapping import MappingParams, ShowMapper
+from pi.show.relay_rules import ChannelOverrides
+from pi.offline.metrics import show_metrics
+from pi.show.pipeline import BandsShow
+from training.corpus.synth import synth_song
 
 
 @pytest.fixture(scope="module", params=["fade", "quiet_tail", "hard_stop"])

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pi.outputs import MockOutput
-from training.synth import synth_song
+from pi.outputs.base import MockOutput
+from training.corpus.synth import synth_song
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100

@@ -14,15 +14,15 @@ import pytest
 import soundfile as sf
 
 from fake_sounddevice import CLOCK_OFFSET, FakeSoundDevice, VirtualClock, use_virtual_time
-from pi.config import Config
-from pi.daemon import Daemon
-from pi.decode import read_song
-from pi.features import n_frames_for
-from pi.outputs import MockOutput
-from pi.playback import PlaybackSource
-from pi.playlist import Playlist, expand, read_m3u
-from pi.sources import END, Backoff, DeviceError, FileSource, PlaylistError, SongFeed
-from training.synth import synth_song
+from pi.config.load import Config
+from pi.daemon.loop import Daemon
+from pi.audio.decode import read_song
+from pi.show.features import n_frames_for
+from pi.outputs.base import MockOutput
+from pi.audio.playback import PlaybackSource
+from pi.audio.playlist import Playlist, expand, read_m3u
+from pi.audio.sources import END, Backoff, DeviceError, FileSource, PlaylistError, SongFeed
+from training.corpus.synth import synth_song
 
 RATE = 44100
 
@@ -225,7 +225,7 @@ def test_line_in_at_48k_is_resampled_and_lit(tmp_path, monkeypatch):
 
 
 def test_line_in_callback_only_queues_and_counts_overflows(monkeypatch):
-    from pi.linein import LineInSource
+    from pi.audio.linein import LineInSource
 
     sd = FakeSoundDevice(signal=np.zeros((480000, 2), np.float32))
     monkeypatch.setitem(sys.modules, "sounddevice", sd)

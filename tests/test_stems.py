@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from pi.metrics import onset_strength
-from training.corpus import generate_corpus
-from training.synth import synth_song, synth_song_with_stems
-from training.stems import (SOUNDFONT, StemsError, clean_stems, load_stems, midi_onsets,
+from pi.offline.metrics import onset_strength
+from training.corpus.demo import generate_corpus
+from training.corpus.synth import synth_song, synth_song_with_stems
+from training.corpus.stems import (SOUNDFONT, StemsError, clean_stems, load_stems, midi_onsets,
                             render_midi_corpus, sidecar)
 
 SR = 44100

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from pi import stopping
-from pi.outputs import MockOutput
-from training.synth import synth_song
+from pi.daemon import stopping
+from pi.outputs.base import MockOutput
+from training.corpus.synth import synth_song
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100
@@ -117,8 +117,8 @@ def test_a_second_signal_during_the_all_off_waits_until_it_is_done(tmp_path):
 
 
 def test_an_exception_in_the_show_ends_all_off(song, tmp_path, monkeypatch):
-    from pi import cli
-    from pi.show import Show
+    from pi.cli import main as cli
+    from pi.show.pipeline import Show
 
     calls = {"n": 0}
     real = Show.process
@@ -146,7 +146,7 @@ def test_each_stop_signal_ends_all_off_when_following_sacn(signum, tmp_path):
     1 until the receiver is stopped."""
     import socket
 
-    from pi import e131
+    from pi.net import e131
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))

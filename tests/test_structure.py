@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from pi.metrics import HOP
-from pi.structure import (max_assignment, mfcc, onset_f_measure, shuffled_null,
+from pi.offline.metrics import HOP
+from pi.offline.structure import (max_assignment, mfcc, onset_f_measure, shuffled_null,
                           structure_metrics, switch_on_times)
 
 SR = 44100
@@ -19,7 +19,7 @@ def reference_structure(y, times_s, states, stems, sr=SR):
     librosa = pytest.importorskip("librosa")
     mir_eval = pytest.importorskip("mir_eval")
     optimize = pytest.importorskip("scipy.optimize")
-    from pi.metrics import music_end_hop  # checked against librosa in test_metrics
+    from pi.offline.metrics import music_end_hop  # checked against librosa in test_metrics
 
     end = music_end_hop(y, sr=sr)
     m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20)            # (20, n_hops)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pi import systemd
-from pi.outputs import MockOutput
+from pi.daemon import systemd
+from pi.outputs.base import MockOutput
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "lightshow.service"
@@ -93,8 +93,8 @@ def test_sigterm_in_a_real_process_switches_relays_off(tmp_path, notify_socket):
     record = tmp_path / "rec.jsonl"
     script = textwrap.dedent(f"""
         import signal
-        from pi import systemd
-        from pi.outputs import MockOutput
+        from pi.daemon import systemd
+        from pi.outputs.base import MockOutput
         systemd.install_sigterm_handler()
         out = MockOutput(8, {str(record)!r})
         try:
@@ -208,7 +208,7 @@ def test_install_into_destdir_is_idempotent_and_keeps_config(tmp_path):
     config = root / "etc/lightshow/config.toml"
     assert unit.read_text() == UNIT.read_text()
     assert config.read_text() == (ROOT / "systemd/config.toml").read_text()
-    assert (root / "opt/lightshow/pi/outputs.py").is_file()
+    assert (root / "opt/lightshow/pi/outputs/base.py").is_file()
     assert (root / "var/lib/lightshow/music").is_dir()
     assert not (root / "opt/lightshow/.git").exists()
 
@@ -299,4 +299,4 @@ def test_install_real_mode_with_system_commands_stubbed(tmp_path, pip_fails):
     assert (root / "etc/systemd/system/lightshow-web.service").read_text() == \
         WEB_UNIT.read_text()
     assert (root / "etc/lightshow/config.toml").is_file()
-    assert (root / "opt/lightshow/pi/config.py").is_file()
+    assert (root / "opt/lightshow/pi/config/load.py").is_file()

@@ -1,5 +1,5 @@
-"""Relay wear: the strict per-channel switch limit after the show logic (pi/relay_rules.py),
-the relay kinds and their defaults, and the persistent switch counter (pi/wear.py)."""
+"""Relay wear: the strict per-channel switch limit after the show logic (pi/show/relay_rules.py),
+the relay kinds and their defaults, and the persistent switch counter (pi/outputs/wear.py)."""
 from __future__ import annotations
 
 import logging
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pi.config import Config, ConfigError, check_config, relay_limits
-from pi.features import SAMPLE_RATE
-from pi.render import render_blocks
-from pi.show import make_show
-from pi.relay_rules import ToggleGuard
-from pi.wear import SwitchCounter, read_counts
+from pi.config.load import Config, ConfigError, check_config, relay_limits
+from pi.show.features import SAMPLE_RATE
+from pi.offline.render import render_blocks
+from pi.show.pipeline import make_show
+from pi.show.relay_rules import ToggleGuard
+from pi.outputs.wear import SwitchCounter, read_counts
 
 WINDOW = 1.0
 
@@ -136,8 +136,8 @@ def test_a_damaged_count_file_is_kept_and_counting_goes_on(tmp_path, caplog):
 
 
 def test_the_daemon_counts_each_pin_change_and_check_config_shows_it(gpio, tmp_path):
-    from pi.daemon import run
-    from training.synth import synth_song
+    from pi.daemon.loop import run
+    from training.corpus.synth import synth_song
 
     import soundfile as sf
 
@@ -148,7 +148,7 @@ def test_the_daemon_counts_each_pin_change_and_check_config_shows_it(gpio, tmp_p
     toml.write_text(f'[audio]\nsource = "file"\nplaylist = ["{tmp_path / "song.wav"}"]\n'
                     f'[model]\nmapper = "bands"\n'
                     f'[outputs.rpigpio]\nswitch_counts = "{counts}"\nrated_switchings = 1000\n')
-    from pi.config import load_config
+    from pi.config.load import load_config
 
     for _ in range(2):  # a restart adds to the counts
         assert run(load_config(toml)) == 0
@@ -170,8 +170,8 @@ def test_the_daemon_counts_each_pin_change_and_check_config_shows_it(gpio, tmp_p
 
 
 def test_a_flickering_sacn_sender_cannot_wear_out_a_following_relay():
-    from pi import e131
-    from pi.sacn_source import ON_LEVEL, SACNSource
+    from pi.net import e131
+    from pi.audio.sacn_receiver import ON_LEVEL, SACNSource
 
     clock = Clock()
     src = SACNSource(universe=1, addresses=[1], port=0, multicast=False, hold_s=0.05,
@@ -197,13 +197,13 @@ def test_ctl_status_shows_each_relays_count_and_life_used(gpio, tmp_path, capsys
 
     import soundfile as sf
 
-    from pi import cli
-    from pi.config import load_config
-    from pi.control_socket import request
-    from pi.daemon import Daemon
-    from pi.wear import write_counts
+    from pi.cli import main as cli
+    from pi.config.load import load_config
+    from pi.daemon.control_socket import request
+    from pi.daemon.loop import Daemon
+    from pi.outputs.wear import write_counts
     from tests.test_control import until
-    from training.synth import synth_song
+    from training.corpus.synth import synth_song
 
     y, _ = synth_song(seconds=20.0, seed=4, ending="hard_stop")
     sf.write(tmp_path / "song.wav", y, SAMPLE_RATE)

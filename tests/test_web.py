@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from starlette.testclient import TestClient
 
-from pi.config import Config, load_config
+from pi.config.load import Config, load_config
 from pi.web import auth
 from pi.web.app import bind_address, make_app
 from pi.web.library import LibraryError, sanitise_name
@@ -280,7 +280,7 @@ def test_list_reorder_delete(client, setup, tmp_path):
     r = client.put("/api/songs/order", json=["c.wav", "a.wav"], headers=headers)
     assert r.status_code == 200 and names() == ["c.wav", "a.wav", "b.wav"]
     # The daemon plays the folder in that order too.
-    from pi.playlist import expand
+    from pi.audio.playlist import expand
 
     assert [p.name for p in expand([music])] == ["c.wav", "a.wav", "b.wav"]
     assert client.put("/api/songs/order", json=["../x.wav"], headers=headers).status_code == 404
@@ -331,9 +331,9 @@ def test_schedule_edit_shows_next_start_and_stop(client, setup):
 
 def test_the_panel_process_stays_lean():
     """No numpy, audio or GPIO library in the panel: decoding runs in child processes."""
-    code = ("import sys, pi.cli, pi.web.app; "
-            "print(sorted(m for m in ('numpy', 'soundfile', 'sounddevice', 'RPi', 'pi.outputs',"
-            " 'pi.decode') if m in sys.modules))")
+    code = ("import sys, pi.cli.main, pi.web.app; "
+            "print(sorted(m for m in ('numpy', 'soundfile', 'sounddevice', 'RPi',"
+            " 'pi.outputs.base', 'pi.audio.decode') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
@@ -363,7 +363,7 @@ def test_hand_edits_are_read_again_and_a_broken_file_is_reported(client, setup):
 
 
 def test_an_unusual_file_layout_is_refused_not_mangled(tmp_path):
-    from pi.config_values import ConfigError
+    from pi.config.values import ConfigError
     from pi.web.settings import edit_config
 
     cfg = tmp_path / "config.toml"

@@ -26,12 +26,12 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from pi.cli_panel import wait_for_socket
-from pi.config import load_config
-from pi.outputs import MockOutput
+from pi.cli.panel import wait_for_socket
+from pi.config.load import load_config
+from pi.outputs.base import MockOutput
 from pi.web.auth import write_password_file
 from tests.helpers import chromium, until
-from training.synth import synth_song
+from training.corpus.synth import synth_song
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "silent night holy night"

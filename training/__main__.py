@@ -3,7 +3,7 @@ import importlib
 import sys
 
 COMMANDS = {"train": "training.train", "evaluate": "training.evaluate",
-            "corpus": "training.corpus", "bench": "training.bench"}
+            "corpus": "training.corpus.demo", "bench": "training.bench"}
 
 
 def main(argv=None) -> int:
@@ -11,7 +11,7 @@ def main(argv=None) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python -m training {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
         return 2
-    from pi import stopping
+    from pi.daemon import stopping
 
     # SIGTERM, SIGHUP, SIGQUIT unwind like Ctrl-C (Python's default would kill the process
     # without `finally`, leaving a half-written .NAME.tmp-* bundle folder in models/).

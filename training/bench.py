@@ -13,7 +13,7 @@ releases):
   shared by the block's hops, as it is on the Pi. The ratio to the reference follows each.
 * ``render (x real time)``: the song's length over ``python -m pi render``'s wall time,
   interpreter start-up included.
-* ``feature extraction, fresh / cached (x real time)``: ``training.ingest.load_library`` on
+* ``feature extraction, fresh / cached (x real time)``: ``training.corpus.ingest.load_library`` on
   four 60 s songs into an empty cache, then again from it.
 
 Printed figures only: speed is measured here, never asserted in tests.
@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pi.bundle import BundleError, load_bundle
-from pi.features import DEFAULT_PARAMS, StreamingFeatures, spectra_db
-from pi.mapping import ShowMapper
-from pi.outputs import MockOutput
-from pi.terminal import TerminalOutput
+from pi.show.bundle import BundleError, load_bundle
+from pi.show.features import DEFAULT_PARAMS, StreamingFeatures, spectra_db
+from pi.show.mapping import ShowMapper
+from pi.outputs.base import MockOutput
+from pi.outputs.terminal import TerminalOutput
 
 ROOT = Path(__file__).resolve().parent.parent
 HOP = DEFAULT_PARAMS.hop
@@ -94,11 +94,11 @@ def frame_costs(model_dirs: list[Path]) -> dict[str, float]:
 
 
 def pipeline_us(model: Path, song: np.ndarray, *, block_ms: int) -> float:
-    """The daemon's loop (pi/daemon.py) over ``song`` in ``block_ms`` blocks: features.push,
+    """The daemon's loop (pi/daemon/loop.py) over ``song`` in ``block_ms`` blocks: features.push,
     the show (encoder, show logic, toggle guard) on each block's frames, and the mock output
     set once per frame. Wall time divided by the hops: per hop, amortised over the daemon's
     real block size, not one isolated hop."""
-    from pi.show import make_show
+    from pi.show.pipeline import make_show
 
     show = make_show(model=model)
     block = int(round(block_ms / 1000 * DEFAULT_PARAMS.sample_rate))
@@ -129,12 +129,12 @@ def pipeline_us(model: Path, song: np.ndarray, *, block_ms: int) -> float:
 
 def offline_figures(model: Path, tmp: Path, *, n_songs: int = 4, seconds: float = 60.0
                     ) -> dict[str, float]:
-    """Feature extraction as training runs it (training.ingest.load_library, all cores),
+    """Feature extraction as training runs it (training.corpus.ingest.load_library, all cores),
     fresh into an empty cache and again from that cache, as multiples of real time."""
     import soundfile as sf
 
-    from training.synth import synth_song
-    from training.ingest import load_library
+    from training.corpus.synth import synth_song
+    from training.corpus.ingest import load_library
 
     paths = []
     for i in range(n_songs):
@@ -156,7 +156,7 @@ def keras_costs(model_dirs: list[Path]) -> dict[str, float]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from training.autoencoders import encoder_of
+    from training.models.autoencoders import encoder_of
 
     frame = np.random.default_rng(0).normal(size=(1, 513)).astype(np.float32)
     out = {}
@@ -217,10 +217,11 @@ def sacn_figures(seconds: float = 6.0, fps: int = 40) -> dict[str, float]:
     import logging
     import threading
 
-    from pi.sacn_output import SACNOutput
-    from pi.sacn_source import LOST, SACNSource
+    from pi.outputs.sacn import SACNOutput
+    from pi.audio.sacn_receiver import LOST, SACNSource
 
-    logging.getLogger("pi.sacn_source").setLevel(logging.ERROR)  # its "lamps off" at the end
+    # Its "lamps off" at the end.
+    logging.getLogger("pi.audio.sacn_receiver").setLevel(logging.ERROR)
     rx = SACNSource(universe=1, addresses=range(1, 9), port=0, interface="127.0.0.1",
                     multicast=False, hold_s=0.0)
     rx.open()
@@ -319,8 +320,8 @@ def main(argv=None) -> int:
     ref = costs["LightShowPi FFT only (reference)"]
     print(f"{'sum of the parts above, one hop per call':44s} {pipeline:9.1f}")
 
-    from pi.config import AudioConfig
-    from training.synth import synth_song
+    from pi.config.load import AudioConfig
+    from training.corpus.synth import synth_song
 
     block_ms = AudioConfig().block_ms
     clip, _ = synth_song(seconds=20.0, seed=5, ending="fade")

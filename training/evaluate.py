@@ -9,13 +9,13 @@ from typing import Callable
 
 import numpy as np
 
-from pi.bundle import DEFAULT_BUNDLE, BundleError, load_bundle
-from pi.decode import AudioFileError
-from pi.metrics import HEADLINE, mel_db, music_end_hop, onset_strength, show_metrics
-from pi.render import Timeline, render_blocks, render_song
-from pi.show import Show, make_show
-from pi.structure import audio_ssm, structure_metrics
-from training.stems import StemsError, load_stems, sidecar
+from pi.show.bundle import DEFAULT_BUNDLE, BundleError, load_bundle
+from pi.audio.decode import AudioFileError
+from pi.offline.metrics import HEADLINE, mel_db, music_end_hop, onset_strength, show_metrics
+from pi.offline.render import Timeline, render_blocks, render_song
+from pi.show.pipeline import Show, make_show
+from pi.offline.structure import audio_ssm, structure_metrics
+from training.corpus.stems import StemsError, load_stems, sidecar
 
 def song_reference(audio: np.ndarray) -> dict:
     """The audio's side of every metric, computed once per song (one mel spectrogram)."""

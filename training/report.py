@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pi.metrics import HEADLINE, Headline
+from pi.offline.metrics import HEADLINE, Headline
 
 # The report's rows: reconstruction, then the headline metrics every report prints.
 ROWS = (Headline("mse_vs_pca", "MSE / PCA-8", "{:.2f}", "≤ 0.85"),) + HEADLINE

@@ -11,17 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pi.bundle import pack_arrays, write_bundles
-from pi.decode import read_song
-from pi.features import DEFAULT_PARAMS, fit_normalisation, normalise
-from pi.encoder import NumpyEncoder
-from pi.mapping import MappingParams, ShowMapper
-from pi.metrics import HEADLINE, Headline
-from pi.render import render_blocks
-from pi.show import BandsShow, Show
-from training import corpus, end_detector, ingest
+from pi.show.bundle import pack_arrays, write_bundles
+from pi.audio.decode import read_song
+from pi.show.features import DEFAULT_PARAMS, fit_normalisation, normalise
+from pi.show.encoder import NumpyEncoder
+from pi.show.mapping import MappingParams, ShowMapper
+from pi.offline.metrics import HEADLINE, Headline
+from pi.offline.render import render_blocks
+from pi.show.pipeline import BandsShow, Show
+from training.corpus import demo as corpus, ingest
+from training.models import end_detector
 from training.evaluate import evaluate_audio
-from training.stems import load_stems, sidecar
+from training.corpus.stems import load_stems, sidecar
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = ROOT / ".cache" / "demo-corpus"
@@ -90,7 +91,7 @@ def load_corpus(args, params) -> Corpus:
         roots, source = [Path(args.music_dir)], f"music library {args.music_dir}"
     else:
         corpus.generate_corpus(DEMO_CORPUS, n_songs=args.demo_songs, seconds=40.0, seed=0)
-        roots, source = [DEMO_CORPUS], "generated demo corpus (training/corpus.py, seed 0)"
+        roots, source = [DEMO_CORPUS], "generated demo corpus (training/corpus/demo.py, seed 0)"
     annotations = args.annotations or next(
         (str(r / "annotations.csv") for r in roots if (r / "annotations.csv").is_file()), None)
     paths = ingest.scan_library(*roots, exclude=args.exclude)
@@ -152,7 +153,7 @@ def train_candidates(args, data: Data, params) -> tuple[dict, dict]:
     """Steps 3 and 4: train the dense and conv models (and the ablations), and evaluate
     each through the Pi's own show logic on the validation songs, beside the bands show.
     Returns the metrics and, per candidate, ``(result, specs and weights, mapping, show)``."""
-    from training.autoencoders import export_encoder, train_autoencoder
+    from training.models.autoencoders import export_encoder, train_autoencoder
 
     results, candidates, references = {}, {}, {}
 

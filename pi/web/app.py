@@ -26,9 +26,9 @@ from starlette.responses import (FileResponse, HTMLResponse, JSONResponse, Redir
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pi.config import Config, ConfigError, load_config
-from pi.config_panel import socket_path
-from pi.control_socket import COMMANDS
+from pi.config.load import Config, ConfigError, load_config
+from pi.config.panel import socket_path
+from pi.daemon.control_socket import COMMANDS
 from pi.web import auth, library, link, settings
 from pi.web.live import events, log_lines
 from pi.web.security import COOKIE, PREVIEW_CSP, Gate
@@ -246,9 +246,10 @@ async def preview(request: Request) -> Response:
 
 
 def _shared_with_preview(name: str, media_type: str):
-    """The yard drawing and its style, shared with the preview page (pi/yard.js, pi/yard.css)."""
+    """The yard drawing and its style, shared with the preview page (pi/offline/yard.js,
+    pi/offline/yard.css)."""
     async def serve(request: Request) -> Response:
-        text = resources.files("pi").joinpath(name).read_text(encoding="utf-8")
+        text = resources.files("pi.offline").joinpath(name).read_text(encoding="utf-8")
         return Response(text, media_type=media_type)
     return serve
 

@@ -14,9 +14,9 @@ import sys
 import unicodedata
 from pathlib import Path
 
-from pi.music_order import apply_order, write_order
+from pi.audio.music_order import apply_order, write_order
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")  # as pi/decode.py reads them
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")  # as pi/audio/decode.py reads them
 MAX_NAME = 120
 PROBE_TIMEOUT_S = 120.0
 PREVIEW_TIMEOUT_S = 600.0
@@ -157,7 +157,7 @@ async def add_song(folder: Path | None, name: str, upload, max_bytes: int) -> di
 
 
 async def preview_page(config, folder: Path | None, name: str, cache: Path) -> Path:
-    """The song's preview page (pi/preview.py, in a child process), cached per song version
+    """The song's preview page (pi/offline/preview.py, in a child process), cached per song version
     and model."""
     song = song_path(folder, name)
     st = song.stat()

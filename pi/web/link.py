@@ -1,6 +1,6 @@
-"""The panel's side of the daemon's control socket (pi/control_socket.py): the same
+"""The panel's side of the daemon's control socket (pi/daemon/control_socket.py): the same
 newline-delimited JSON requests, made with asyncio so that a slow or absent daemon never blocks
-the panel (pi/control_socket.py's own client blocks, which suits `lightshow ctl`).
+the panel (pi/daemon/control_socket.py's own client blocks, which suits `lightshow ctl`).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``python -m pi.web.probe FILE``: exit 0 if the whole file decodes as the show will decode
-it (pi/decode.py), else print why and exit 1. The panel runs it in a child process before an
+it (pi/audio/decode.py), else print why and exit 1. The panel runs it in a child process before an
 upload joins the music folder.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m pi.web.probe FILE", file=sys.stderr)
         return 2
-    from pi.decode import AudioFileError, iter_song_blocks, song_info
+    from pi.audio.decode import AudioFileError, iter_song_blocks, song_info
 
     try:
         _, _, seconds = song_info(argv[0])

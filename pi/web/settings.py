@@ -1,5 +1,5 @@
 """The config file as the panel edits it: the common keys, through the same strict checker as
-`lightshow check-config` (pi/config.py), written atomically with its comments kept.
+`lightshow check-config` (pi/config/load.py), written atomically with its comments kept.
 
 An edit changes only the ``key = value`` lines it is about (or adds them to their section).
 The new text is parsed again and must give exactly the intended values before it replaces the
@@ -16,8 +16,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pi.config import MAPPERS, SOURCES, Config, ConfigError
-from pi.config_panel import DAYS
+from pi.config.load import MAPPERS, SOURCES, Config, ConfigError
+from pi.config.panel import DAYS
 
 # key -> kind: how a form's value becomes a TOML value before the checker sees it.
 EDITABLE: dict[str, Any] = {
@@ -199,7 +199,7 @@ def schedule_info(cfg: Config, now: float) -> dict:
     out = {"values": {k: flat_values(cfg)[k] for k in SCHEDULE_KEYS}, "days": list(DAYS)}
     if not s.enabled:
         return {**out, "on_now": None, "next_start": None, "next_stop": None}
-    from pi.schedule import Schedule
+    from pi.daemon.schedule import Schedule
 
     sched = Schedule.from_config(s)
     start, stop = sched.next_changes(now)

@@ -1,0 +1,1 @@
+"""The command line: `lightshow` and its subcommands."""

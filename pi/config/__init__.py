@@ -1,0 +1,1 @@
+"""The configuration file: loading, checking and writing config.toml."""

@@ -1,0 +1,1 @@
+"""The service: the main loop, its control socket, show hours, signals and systemd."""

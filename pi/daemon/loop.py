@@ -1,0 +1,245 @@
+"""The appliance's run loop: config -> show -> outputs -> audio source -> lamps.
+
+One thread does everything but the audio callbacks: it reads blocks from the source, turns
+them into frames and states (pi.show.features, pi.show.pipeline), and applies each state when
+the source says it is due (at once for live audio, at the DAC time for played songs). Lamps are off
+before the audio starts, whenever the audio device is missing (it is retried with backoff),
+and at exit, however the exit comes (SIGTERM, SIGHUP and SIGQUIT raise SystemExit here,
+Ctrl-C KeyboardInterrupt: pi/daemon/stopping.py; all unwind through ``finally``).
+
+The sacn source is the one source without audio: it gives channel levels that another
+sender's show already decided, so its loop (:meth:`Daemon._follow`) has no show of its own.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from pi.daemon import control, stopping, systemd
+from pi.app import make_outputs, make_source, show_from_config
+from pi.config.load import Config
+from pi.show.features import StreamingFeatures
+from pi.outputs.base import Output
+from pi.audio.sacn_receiver import LOST, ON_LEVEL
+from pi.audio.sources import END, Backoff, DeviceError, PlaylistError, Source
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_S = 0.1   # the loop comes round at least this often (watchdog, stop requests)
+STATS_S = 60.0     # how often over/underflow counts are logged, when they grew
+END_GRACE_S = 2.0  # after the music ends, states still without a due time are dropped
+
+
+
+
+class _Heartbeat:
+    """sd_notify WATCHDOG and STATUS, and the periodic over/underflow log line."""
+
+    def __init__(self, stats_s: float = STATS_S):
+        self.interval = systemd.watchdog_interval_s()
+        self._next_ping = 0.0
+        self._status: str | None = None
+        self._stats_s = stats_s
+        self._stats_at = time.monotonic() + stats_s
+        self._counts: dict[str, int] = {}
+
+    def beat(self, source: Source | None = None) -> None:
+        now = time.monotonic()
+        if self.interval is not None and now >= self._next_ping:
+            systemd.watchdog_ping()
+            self._next_ping = now + self.interval
+        if source is not None:
+            if source.status:
+                self.status(source.status)
+            if now >= self._stats_at:
+                self._stats_at = now + self._stats_s
+                self.log_counters(source)
+
+    def status(self, text: str) -> None:
+        if text != self._status:
+            self._status = text
+            systemd.status(text)
+
+    def log_counters(self, source: Source, *, final: bool = False) -> None:
+        counts = source.counters()
+        grew = {k: v - self._counts.get(k, 0) for k, v in counts.items()
+                if v != self._counts.get(k, 0)}
+        self._counts = dict(counts)
+        label = source.counters_label
+        if final and any(counts.values()):
+            log.warning("%s in total: %s", label,
+                        ", ".join(f"{v} {k}" for k, v in counts.items()))
+        elif grew and not final:
+            log.warning("%s in the last %.0f s: %s", label, self._stats_s,
+                        ", ".join(f"{v} {k}" for k, v in grew.items()))
+
+
+class Daemon:
+    """``Daemon(config).run()`` -> exit code. ``stop`` ends the show from another thread."""
+
+    def __init__(self, config: Config, *, realtime: bool = False,
+                 stop: threading.Event | None = None, retry: Backoff | None = None):
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.retry = retry or Backoff(1.0, 30.0)
+        # The sacn source brings decided levels, not audio: no show (and no model) to load.
+        self.show = None if config.audio.source == "sacn" else show_from_config(config)
+        self.outputs: Output = make_outputs(config.outputs.enabled, config)
+        self.source = make_source(config, rate=self.show.feature_params.sample_rate
+                                  if self.show else 0, realtime=realtime, stop=self.stop)
+        self.frames = 0
+        self._t_next = 0.0  # show time where a reopened source carries on
+        self._ready = False
+        self._heart = _Heartbeat()
+        # Status, commands, show hours: pi/daemon/control.py (wraps self.outputs).
+        self.control = control.attach(self, config)
+
+    def run(self) -> int:
+        previous = stopping.install()  # SIGTERM/INT/HUP/QUIT unwind to the finally below
+        log.info("show %s, %d channels; outputs %s; source %s",
+                 self.show.name if self.show else "from sACN", self.config.show.channels,
+                 ", ".join(self.config.outputs.enabled), self.source.name)
+        self._check_playlist()
+        try:
+            self.control.open()
+            self.outputs.open()
+            return self._loop() or self.control.hub.exit_code
+        except PlaylistError as exc:
+            log.error("%s", exc)
+            return 1
+        finally:
+            systemd.stopping()
+            try:
+                self.source.close()
+            finally:
+                self.outputs.close()  # all off, recorded, GPIO released
+                self._heart.log_counters(self.source, final=True)
+                log.info("stopped after %d frames; lamps off", self.frames)
+                self.control.close()
+                stopping.restore(previous)  # for callers that live on (tests, embedding)
+
+    def _check_playlist(self) -> None:
+        """Said at start, before any wait for a sound card: otherwise a missing music folder
+        only shows once a device works, and a terminal run without one just retries."""
+        a = self.config.audio
+        if a.source not in ("playlist", "file"):
+            return
+        for entry in a.playlist:
+            if not Path(entry).exists():
+                log.warning("audio.playlist: %s does not exist (yet); nothing to play from it "
+                            "until it does (put songs there, set audio.playlist, or name songs "
+                            "on the command line: lightshow run SONG...)", entry)
+
+    def _ready_once(self) -> None:
+        if not self._ready:
+            self._ready = True
+            systemd.ready()
+
+    def _loop(self) -> int:
+        while not self.stop.is_set():
+            if self.control.hold():  # stopped, outside show hours, or a relay test
+                continue
+            try:
+                self.source.open()
+            except DeviceError as exc:
+                self._ready_once()  # running, and waiting for the device, is a ready state
+                self._wait_for_device(exc)
+                continue
+            self._ready_once()
+            try:
+                if self._follow() if self.show is None else self._pump():
+                    return 0
+            except DeviceError as exc:
+                self.outputs.all_off()
+                self.source.close()
+                self._wait_for_device(exc)
+        return 0
+
+    def _wait_for_device(self, exc: DeviceError) -> None:
+        delay = self.retry.next()
+        what = self.source.device_label
+        log.warning("%s unavailable: %s; lamps off, retrying in %.0f s", what, exc, delay)
+        self._heart.status(f"lamps off, waiting for the {what}: {exc}")
+        until = time.monotonic() + delay
+        while not self.stop.is_set() and (left := until - time.monotonic()) > 0:
+            self._heart.beat()
+            self.stop.wait(min(left, 1.0))
+
+    def _pump(self) -> bool:
+        """Audio to lamps until the source ends (True) or a stop is requested (False)."""
+        params = self.show.feature_params
+        features = StreamingFeatures(params=params)
+        pending: deque = deque()  # (frame end sample, show time, states), oldest first
+        t_base, ended_at, flowing = self._t_next, None, False
+        while not self.stop.is_set():
+            self._heart.beat(self.source)
+            if self.control.tick():
+                return False
+            now, wait = time.monotonic(), MAX_WAIT_S
+            while pending:
+                due = self.source.when(pending[0][0])
+                if due is None and ended_at is not None and now - ended_at > END_GRACE_S:
+                    log.warning("%d lamp states never became due; dropped", len(pending))
+                    pending.clear()
+                if due is None:
+                    wait = self.source.poll_s
+                    break
+                if due > now:
+                    wait = min(wait, due - now)
+                    break
+                _, t, states, levels = pending.popleft()
+                self.outputs.set(states, t=t, levels=levels)
+            if ended_at is not None:
+                if not pending:
+                    return True
+                self.stop.wait(wait)
+                continue
+            block = self.source.read(wait)
+            if block is END:
+                ended_at = time.monotonic()
+                continue
+            if block is None:
+                continue
+            if not flowing:
+                flowing = True
+                self.retry.reset()
+                log.info("audio is flowing")
+            frames = features.push(block)
+            if len(frames):
+                first = features.frames_emitted - len(frames)
+                # Frame i ends at sample i * hop + n_fft: pi.show.features.frame_times, in samples.
+                ends = np.arange(first, first + len(frames)) * params.hop + params.n_fft
+                times = t_base + ends / params.sample_rate
+                shown = self.show.process(frames, times)
+                pending.extend(zip(ends.tolist(), times.tolist(), shown.states, shown.levels))
+                self.frames += len(frames)
+                # After a lost device the show time jumps on by a second: it never runs
+                # backwards, so hold times stay honest across the gap.
+                self._t_next = float(times[-1]) + 1.0
+        return False
+
+    def _follow(self) -> bool:
+        """Levels from the network to lamps until a stop is requested (always False)."""
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            self._heart.beat(self.source)
+            if self.control.tick():
+                return False
+            levels = self.source.read(MAX_WAIT_S)
+            if levels is LOST:
+                self.outputs.all_off()
+            elif levels is not None:
+                self.outputs.set(levels >= ON_LEVEL, t=time.monotonic() - t0, levels=levels)
+                self.frames += 1
+                self.retry.reset()
+        return False
+
+
+def run(config: Config, *, realtime: bool = False, stop: threading.Event | None = None,
+        retry: Backoff | None = None) -> int:
+    return Daemon(config, realtime=realtime, stop=stop, retry=retry).run()

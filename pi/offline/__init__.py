@@ -1,0 +1,1 @@
+"""Tools that never run in the daemon's loop: render, preview, metrics, sequence export."""

@@ -1,0 +1,190 @@
+"""Offline rendering: a song file -> the show's timeline, as fast as possible; and the
+timeline as CSV, as an FPP sequence (pi/offline/fseq.py) or as xLights timing tracks
+(pi/offline/xtiming.py).
+
+Every file is written under a temporary name in the same folder and renamed into place, so
+an interrupted render never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from pi.audio.decode import iter_song_blocks
+from pi.show.features import StreamingFeatures, frame_times
+from pi.show.pipeline import Show
+
+STEP_MS = (25, 50)  # FPP's and xLights' usual frame times
+_EPS_S = 1e-9       # "at or before" in float seconds: far below any frame spacing
+
+
+@dataclass
+class Timeline:
+    """``times_s [shape=(n,)]``: when each state takes effect (the end of its frame);
+    ``states``, ``activations`` ``[shape=(n, n_channels)]``; ``duration_s``: the song's
+    length; ``levels`` ``[shape=(n, n_channels)]`` in [0, 1], the dimmer levels, when asked
+    for; ``onsets_s``: when the onsets the show logic acted on reach the lights, when asked
+    for."""
+
+    times_s: np.ndarray
+    states: np.ndarray
+    activations: np.ndarray
+    duration_s: float = 0.0
+    levels: np.ndarray | None = None
+    onsets_s: np.ndarray | None = None
+
+
+def render_song(path: str | Path, show: Show, *, keep_audio: bool = False,
+                levels: bool = False, onsets: bool = False):
+    """Stream a song file through the show. Returns the timeline, and the mono audio if asked
+    (for metrics); otherwise no more than one block of audio is held."""
+    blocks = iter_song_blocks(path, sample_rate=show.feature_params.sample_rate)
+    return render_blocks(blocks, show, keep_audio=keep_audio, levels=levels, onsets=onsets)
+
+
+def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool = False,
+                  levels: bool = False, onsets: bool = False):
+    """Mono blocks at the show's sample rate -> :class:`Timeline` (and the audio if asked).
+    ``levels``: also the dimmer levels; ``onsets``: also the onsets the show used."""
+    params = show.feature_params
+    stream = StreamingFeatures(params=params)
+    parts, audio, n_samples = [], [], 0
+    # The show logic's own onset test, frame by frame: the marks are the show's, and
+    # nothing is computed twice.
+    show.mapper.onset_log = [] if onsets else None
+    try:
+        for block in blocks:
+            n_samples += len(block)
+            if keep_audio:
+                audio.append(block)
+            start = stream.frames_emitted
+            frames = stream.push(block)
+            if len(frames):
+                times = frame_times(start + len(frames), params=params)[start:]
+                parts.append(show.process(frames, times))
+        used = show.mapper.onset_log or []
+    finally:
+        show.mapper.onset_log = None
+    n = show.n_channels
+
+    def joined(i, dtype):
+        return np.concatenate([p[i] for p in parts]) if parts else np.zeros((0, n), dtype)
+
+    states = joined(0, bool)
+    timeline = Timeline(frame_times(len(states), params=params), states,
+                        joined(1, np.float32), duration_s=n_samples / params.sample_rate,
+                        levels=joined(2, np.float64) if levels else None)
+    if onsets:
+        # A decision reaches the lights delay_frames frames later (pi/show/mapping.py): the
+        # marks go where the lights change, as the channel marks do.
+        delay_s = int(show.mapper.params.delay_frames) * show.mapper.dt
+        timeline.onsets_s = timeline.times_s[np.flatnonzero(used)] + delay_s
+    if keep_audio:
+        return timeline, (np.concatenate(audio) if audio else np.zeros(0, np.float32))
+    return timeline
+
+
+@contextlib.contextmanager
+def atomic_output(out: str | Path, mode: str = "wb", **open_kw):
+    """Open a temporary file beside ``out``; it replaces ``out`` only when the block ends
+    without an exception, and is removed otherwise."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, mode, **open_kw) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_csv(timeline: Timeline, out: str | Path) -> None:
+    """``time_s,ch1..chN,act1..actN``; one row per frame."""
+    n = timeline.states.shape[1]
+    with atomic_output(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["time_s"] + [f"ch{i + 1}" for i in range(n)] + [f"act{i + 1}" for i in range(n)])
+        for t, s, a in zip(timeline.times_s, timeline.states, timeline.activations):
+            w.writerow([f"{t:.6f}", *s.astype(int).tolist(), *(f"{v:.5f}" for v in a)])
+
+
+def n_steps(duration_s: float, *, step_ms: int) -> int:
+    """Frames of ``step_ms`` that cover a song: the last one starts before its end."""
+    return int(np.ceil(duration_s * 1000.0 / step_ms - 1e-6))
+
+
+def step_rows(timeline: Timeline, *, step_ms: int) -> np.ndarray:
+    """For frame ``k`` of a ``step_ms`` grid over the whole song, the render row in effect at
+    ``k * step_ms``: the last one at or before it, or -1 before the first."""
+    t = np.arange(n_steps(timeline.duration_s, step_ms=step_ms)) * (step_ms / 1000.0)
+    return np.searchsorted(timeline.times_s, t + _EPS_S, side="right") - 1
+
+
+def step_frames(timeline: Timeline, *, step_ms: int, levels: bool = False) -> np.ndarray:
+    """``[shape=(n_steps, n_channels)]`` uint8: 255 for on, or with ``levels`` the dimmer
+    level as the sACN output sends it (``round(level * 255)``); 0 before the first row."""
+    rows = step_rows(timeline, step_ms=step_ms)
+    if levels:
+        if timeline.levels is None:
+            raise ValueError("levels: expected a timeline rendered with levels=True, found "
+                             "none")
+        values = np.rint(np.clip(timeline.levels, 0.0, 1.0) * 255)
+    else:
+        values = timeline.states * 255
+    out = np.zeros((len(rows), timeline.states.shape[1]), np.uint8)
+    out[rows >= 0] = values[rows[rows >= 0]]
+    return out
+
+
+def producer() -> str:
+    """``lightshow <version>``, FPP's ``sp`` header and xLights' SourceVersion."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"lightshow {version('lightshow')}"
+    except PackageNotFoundError:
+        return "lightshow"
+
+
+def write_fseq(timeline: Timeline, out: str | Path, *, media_file: str, step_ms: int = 25,
+               levels: bool = False, compression: str = "none") -> int:
+    """The timeline as an FPP sequence; returns the file's size in bytes."""
+    from pi.offline.fseq import FseqError, fseq_bytes
+
+    if n_steps(timeline.duration_s, step_ms=step_ms) < 1:
+        raise FseqError(f"{media_file}: expected some audio to sequence, found "
+                        f"{timeline.duration_s:.3f} s")
+    data = fseq_bytes(step_frames(timeline, step_ms=step_ms, levels=levels), step_ms=step_ms,
+                      media_file=media_file, producer=producer(), compression=compression)
+    with atomic_output(out) as f:
+        f.write(data)
+    return len(data)
+
+
+def write_xtiming(timeline: Timeline, out: str | Path, *, song_name: str,
+                  step_ms: int = 25) -> None:
+    """xLights timing tracks on the ``step_ms`` grid of the FPP sequence: ``<song> chN``
+    with a mark per time channel N is on (from its switch-on to its switch-off), and
+    ``<song> onsets`` with a mark starting at each onset the show used."""
+    from pi.offline.xtiming import beat_marks, on_marks, timings_xml
+
+    if timeline.onsets_s is None:
+        raise ValueError("xtiming: expected a timeline rendered with onsets=True, found none")
+    frames = step_frames(timeline, step_ms=step_ms)
+    tracks = [(f"{song_name} ch{c + 1}", on_marks(frames[:, c] > 0, step_ms=step_ms))
+              for c in range(frames.shape[1])]
+    # An onset first shows in the frame at or after it, as a switch does.
+    ks = np.ceil(timeline.onsets_s * 1000.0 / step_ms - 1e-6).astype(int)
+    tracks.append((f"{song_name} onsets",
+                   beat_marks(ks, n_frames=len(frames), step_ms=step_ms)))
+    data = timings_xml(tracks, source=producer())
+    with atomic_output(out) as f:
+        f.write(data)

@@ -1,0 +1,295 @@
+"""Activations -> relay on/off states: the show logic, shared by evaluation and the daemon.
+
+Why it looks like this (the seed blog switched a channel on whenever its activation was > 0,
+which left most channels dead and relays chattering at 86 Hz):
+
+* Each channel has an adaptive threshold (a running median with a running spread), calibrated
+  on training music and then tracking the song, so no channel is stuck on or off.
+* Channels change state *on onsets*: a change is only allowed when the spectral flux jumps
+  above its recent average, and stronger onsets may change more channels. Lights then hit
+  with the beat instead of flickering between beats.
+* A minimum hold time per relay, which also bounds the toggle rate, protects the relays.
+* A silence gate turns everything off when the music stops or fades out.
+* For dimmers, ``ShowMapper.levels`` grades each lamp that is on by how far its activation
+  stood above the threshold when it switched on (see :func:`brightness`). A level changes
+  only when its state does, so hold, onsets and the silence gate rule it exactly as they rule
+  the relays, and a lamp that is off is at 0.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+from pi.show.features import DEFAULT_PARAMS, N_MELS, FeatureParams, hann_window, mel_basis
+from pi.show.relay_rules import ChannelOverrides
+
+
+@dataclass
+class MappingParams:
+    """Mapping parameters; stored in the bundle. Arrays are ``[shape=(n_channels,)]``."""
+
+    center: np.ndarray
+    scale: np.ndarray
+    hold_s: float = 0.10
+    hysteresis: float = 0.15       # in units of the channel's spread
+    adapt_s: float = 6.0           # time constant of the threshold tracking
+    onset_ratio: float = 1.4       # flux / its running mean above which a frame is an onset
+    flux_s: float = 1.0            # time constant of the flux's running mean
+    changes_per_onset: float = 1.5  # channels allowed to change per unit of onset excess
+    idle_change_s: float = 1.5     # a wanted change waits at most this long for an onset
+    gate_db: float = -14.0         # gate closes this far below the running loud level
+    silence_db: float = -60.0      # and always below this RMS level (dBFS; config show.silence_db)
+    # A 1024-sample frame sees an onset about one hop before the sound is heard in full, so
+    # changes are held back this many frames to land on the beat, not just ahead of it.
+    delay_frames: float = 2.0
+    # Busy music (16th-note hi-hats) would wear relays out: above this rate per channel,
+    # onsets must be proportionally stronger to switch anything.
+    max_toggles_per_s: float = 2.0
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.center)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {f"mapping.{f.name}": np.asarray(getattr(self, f.name), np.float32)
+                for f in fields(self)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "MappingParams":
+        kw = {}
+        for f in fields(cls):
+            key = f"mapping.{f.name}"
+            if key not in arrays:
+                raise KeyError(f"expected array {key!r}, found none")
+            value = np.asarray(arrays[key], np.float32)
+            kw[f.name] = value if f.name in ("center", "scale") else float(value)
+        return cls(**kw)
+
+    @classmethod
+    def calibrate(cls, activations: np.ndarray, **overrides) -> "MappingParams":
+        """Initial thresholds from training activations ``[shape=(n_frames, n_channels)]``."""
+        center = np.median(activations, axis=0)
+        scale = np.median(np.abs(activations - center), axis=0)
+        return cls(center=center.astype(np.float32),
+                   scale=np.maximum(scale, 1e-3).astype(np.float32), **overrides)
+
+
+class _SparseMel:
+    """``power @ mel.T`` over each filter's nonzero bins only (about 2 per bin, not 128):
+    cheaper per frame, and summed in the same order for one frame or a thousand."""
+
+    def __init__(self, mel: np.ndarray):
+        idx, weights, starts = [], [], []
+        for row in mel:
+            nz = np.flatnonzero(row)
+            if not len(nz):  # an empty filter still needs one (zero-weight) entry
+                nz = np.array([int(np.argmax(row))])
+            starts.append(len(idx))
+            idx += nz.tolist()
+            weights += row[nz].tolist()
+        self.idx = np.array(idx)
+        self.weights = np.array(weights, np.float32)
+        self.starts = np.array(starts)
+
+    def __call__(self, power: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(power[..., self.idx] * self.weights, self.starts, axis=-1)
+
+
+GATE_DECAY_DB_S = 40.0  # how fast the gate's peak hold falls
+GATE_HYST_DB = 3.0      # a closed gate needs this much more level to reopen
+
+
+MIN_LEVEL = 0.2  # a dimmer lamp that is on is at least this bright
+
+
+def brightness(z: np.ndarray) -> np.ndarray:
+    """A dimmer level for a channel switching on with z-score ``z`` (its distance above the
+    adaptive threshold, in spreads): logistic, so the usual z of 0.2..3 spans about 0.55..0.95.
+    """
+    return np.maximum(MIN_LEVEL, 1.0 / (1.0 + np.exp(-np.clip(z, -20.0, 20.0))))
+
+
+class ShowMapper:
+    """Frame-by-frame state machine: ``step`` one frame, or ``run`` a whole song."""
+
+    def __init__(self, params: MappingParams, *, feature_params: FeatureParams = DEFAULT_PARAMS,
+                 overrides: ChannelOverrides | None = None, hold_s: float | None = None,
+                 silence_db: float | None = None):
+        if silence_db is not None:
+            params = replace(params, silence_db=float(silence_db))
+        self.params = params
+        self.hold_s = params.hold_s if hold_s is None else float(hold_s)
+        self.overrides = overrides or ChannelOverrides()
+        self.dt = feature_params.hop / feature_params.sample_rate
+        # The onset flux follows librosa's onset strength (mel power in dB, rectified
+        # difference), which is what the show is judged against; at 1024 samples it
+        # correlates about 0.8 with the 2048-sample reference on real music.
+        self._mel = _SparseMel(mel_basis(sr=feature_params.sample_rate,
+                                         n_fft=feature_params.n_fft, n_mels=N_MELS))
+        # Parseval: the scaled one-sided spectrum's power sum -> the frame's RMS in dBFS, so
+        # that silence_db means what the config says.
+        w = hann_window(feature_params.n_fft)
+        self._rms_offset_db = 10.0 * np.log10((w.sum() / 2) ** 2 * 2 / (len(w) * np.sum(w**2)))
+        k = params.n_channels
+        self._alpha_adapt = self.dt / params.adapt_s
+        self._alpha_flux = self.dt / params.flux_s
+        self.center = params.center.astype(np.float64).copy()
+        self.scale = params.scale.astype(np.float64).copy()
+        self.state = np.zeros(k, bool)
+        self.last_change = np.full(k, -np.inf)
+        self.wanted_since = np.full(k, np.inf)
+        self.level_ref = params.silence_db + 20.0
+        self.level_hold = params.silence_db
+        self.gate = False
+        # Whether this frame was an onset the show could change lights on (gate open and
+        # a positive excess); render records them for xLights' timing track.
+        self.onset = False
+        self.onset_log: list[bool] | None = None  # a list: every frame's onset is appended
+        self.flux_mean = None
+        self.prev_bands = None
+        self.z_slow = np.zeros(k)
+        self.rate = 0.0  # recent changes per second per channel
+        self._alpha_rate = self.dt / 4.0
+        self._pending = deque([np.zeros(k, bool)] * int(params.delay_frames))
+        # Dimmer levels: brightness latched as each channel switches on, delayed with states.
+        self.levels = np.zeros(k)
+        self._bright = np.ones(k)
+        self._pending_bright = deque([self._bright] * int(params.delay_frames))
+        self._alpha_novelty = self.dt / 0.2
+
+    def frame_signals(self, frames_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-frame RMS level in dBFS ``[shape=(k,)]`` and mel bands in dB
+        ``[shape=(k, 128)]``: row by row, the same numbers whatever the block size."""
+        power = 10.0 ** (np.asarray(frames_db, np.float32) / 10.0)
+        level = 10.0 * np.log10(np.sum(power, axis=-1) + 1e-12) + self._rms_offset_db
+        return level, 10.0 * np.log10(np.maximum(self._mel(power), 1e-10))
+
+    def _gate_open(self, level: float) -> bool:
+        # A peak hold that decays at GATE_DECAY_DB_S bridges the gaps between staccato notes
+        # (a raw level would flicker the gate), yet falls fast enough after the music ends.
+        self.level_hold = max(level, self.level_hold - GATE_DECAY_DB_S * self.dt)
+        # The reference rises quickly and falls slowly: a fade-out or a quiet tail stays far
+        # below it, while a quiet song lifts it within seconds.
+        tau = 1.0 if self.level_hold > self.level_ref else 30.0
+        self.level_ref += (self.level_hold - self.level_ref) * min(1.0, self.dt / tau)
+        threshold = self.level_ref + self.params.gate_db + (0.0 if self.gate else GATE_HYST_DB)
+        self.gate = bool(self.level_hold > max(threshold, self.params.silence_db))
+        return self.gate
+
+    def block_flux(self, bands: np.ndarray) -> list[float | None]:
+        """Spectral flux of each frame of a block of mel bands ``[shape=(k, 128)]`` against
+        the frame before it (``None`` for a song's very first frame): one vectorised pass per
+        block, the same numbers row by row as frame by frame. Moves ``prev_bands`` on."""
+        if not len(bands):
+            return []
+        prev = self.prev_bands
+        rise = np.empty_like(bands)
+        np.subtract(bands[1:], bands[:-1], out=rise[1:])
+        if prev is not None:
+            np.subtract(bands[0], prev, out=rise[0])
+        np.maximum(rise, 0.0, out=rise)
+        flux = np.mean(rise, axis=-1).tolist()
+        if prev is None:
+            flux[0] = None
+        self.prev_bands = bands[-1]
+        return flux
+
+    def _onset_excess(self, flux: float | None) -> float:
+        if flux is None:
+            return 0.0
+        if self.flux_mean is None:
+            self.flux_mean = flux
+        excess = flux / (self.flux_mean + 1e-3) - self.params.onset_ratio * self._pressure()
+        self.flux_mean += (flux - self.flux_mean) * self._alpha_flux
+        return excess
+
+    def _pressure(self) -> float:
+        # Squared, so that busy music is held back firmly rather than nudged.
+        return max(1.0, self.rate / self.params.max_toggles_per_s) ** 2
+
+    def step(self, activations: np.ndarray, frame_db: np.ndarray, *, t: float) -> np.ndarray:
+        """One frame: activations ``[shape=(n_channels,)]``, dB frame ``[shape=(513,)]``.
+
+        ``t`` is the time in seconds at which the returned state takes effect.
+        """
+        level, bands = self.frame_signals(np.asarray(frame_db)[None])
+        return self._step(np.asarray(activations, np.float64), float(level[0]),
+                          self.block_flux(bands)[0], t)
+
+    def _step(self, a: np.ndarray, level: float, flux: float | None, t: float) -> np.ndarray:
+        """One frame's decisions; ``a``: float64 activations, ``flux``: from block_flux."""
+        p = self.params
+        free = (t - self.last_change) >= self.hold_s - 1e-9
+        gate = self._gate_open(level)
+        excess = self._onset_excess(flux)
+        self.onset = gate and excess > 0
+        if self.onset_log is not None:
+            self.onset_log.append(self.onset)
+        if not gate:
+            want = np.zeros_like(self.state)
+        else:
+            self.center += self.scale * self._alpha_adapt * np.sign(a - self.center)
+            self.scale += (np.abs(a - self.center) - self.scale) * self._alpha_adapt
+            self.scale = np.maximum(self.scale, 1e-4)
+            z = (a - self.center) / self.scale
+            # On above the band, off below it, unchanged inside it.
+            want = (z > p.hysteresis) | (self.state & ~(z < -p.hysteresis))
+        differs = want != self.state
+        mismatch = differs & free
+        self.wanted_since = np.where(differs, np.minimum(self.wanted_since, t), np.inf)
+        if not gate:
+            change = mismatch
+        else:
+            novelty = np.abs(z - self.z_slow)
+            self.z_slow += (z - self.z_slow) * self._alpha_novelty
+            pressure = self._pressure()
+            if pressure > 1.0:
+                change = np.zeros_like(mismatch)
+            else:
+                change = mismatch & (t - self.wanted_since >= p.idle_change_s)
+            budget = (int(np.ceil(excess * p.changes_per_onset / pressure))
+                      if excess > 0 else 0)
+            if budget > 0:
+                # Channels that want to change go first, then those the onset moved most.
+                rank = np.where(mismatch, 1e6 + np.abs(z), np.where(free, novelty, -1.0))
+                rank[change] = -1.0
+                for c in np.argsort(-rank)[:budget]:
+                    if rank[c] >= 0:
+                        change[c] = True
+        n_changed = int(np.count_nonzero(change))
+        if n_changed:
+            self.state = self.state ^ change
+            self.last_change = np.where(change, t, self.last_change)
+            self.wanted_since = np.where(change, np.inf, self.wanted_since)
+            if gate:
+                self._bright = np.where(change & self.state, brightness(z), self._bright)
+        self.rate += (n_changed / (len(change) * self.dt) - self.rate) * self._alpha_rate
+        self._pending.append(self.state)
+        self._pending_bright.append(self._bright)
+        state, bright = self._pending.popleft(), self._pending_bright.popleft()
+        out = self.overrides.states(state)
+        # Off is dark; on is the latched brightness, or full for a channel that is on only
+        # through an override (invert, always_on).
+        self.levels = np.where(out, np.where(state, bright, 1.0), 0.0)
+        if self.overrides.always_on:
+            self.levels[list(self.overrides.always_on)] = 1.0
+        return out
+
+    def run(self, activations: np.ndarray, frames_db: np.ndarray, *,
+            times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A block of frames (or a whole song) through :meth:`step`: the states
+        ``[shape=(n_frames, n_channels)]`` bool, and each frame's dimmer levels (same shape,
+        float)."""
+        out = np.zeros(activations.shape, bool)
+        levels = np.zeros(activations.shape)
+        # The per-frame signals for the whole block in a few vectorised calls; only the
+        # decisions below go frame by frame.
+        level, bands = self.frame_signals(frames_db)
+        flux = self.block_flux(bands)
+        acts = np.asarray(activations, np.float64)
+        for i, (lv, t) in enumerate(zip(level.tolist(), np.asarray(times_s).tolist())):
+            out[i] = self._step(acts[i], lv, flux[i], t)
+            levels[i] = self.levels
+        return out, levels

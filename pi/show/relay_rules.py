@@ -1,0 +1,140 @@
+"""The relay-safety rules, in one module for every path that drives lamps (the show logic,
+pi/show/mapping.py, and the sACN receiver, pi/audio/sacn_receiver.py):
+
+* :class:`ChannelOverrides`: the user's invert, always-on and always-off channels, numbered
+  from 1 in the config (as on the relay boards' labels) and from 0 here;
+* :class:`ToggleGuard`: the last word on relay wear: each channel switches at most
+  ``max_per_s`` times in any window of one second, and never sooner than ``hold_s`` after its
+  last switch.
+
+The show logic aims for a pleasant show and keeps the *average* rate down; the guard runs
+after it, on the states themselves, and holds a strict per-channel limit for any music, any
+model and any sACN sender. A switch that would break the limit is deferred, never dropped:
+the channel keeps its state until the window has room, then takes whatever the show wants by
+then. So a channel the show switched off ends off at most a second later.
+
+Stdlib plus numpy.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+WINDOW_S = 1.0
+
+
+@dataclass
+class ChannelOverrides:
+    """User config applied after the show logic. Channel indices are 0-based here."""
+
+    invert: tuple[int, ...] = ()
+    always_on: tuple[int, ...] = ()
+    always_off: tuple[int, ...] = ()
+
+    @classmethod
+    def from_config(cls, *, invert: Sequence[int] = (), always_on: Sequence[int] = (),
+                    always_off: Sequence[int] = ()) -> "ChannelOverrides":
+        """From the config's channel numbers, which count from 1 like the boards' labels."""
+        return cls(invert=tuple(c - 1 for c in invert),
+                   always_on=tuple(c - 1 for c in always_on),
+                   always_off=tuple(c - 1 for c in always_off))
+
+    def states(self, states: np.ndarray) -> np.ndarray:
+        """On/off states ``[shape=(n_channels,)]`` with the overrides applied (a copy)."""
+        out = states.copy()
+        if self.invert:
+            out[list(self.invert)] ^= True
+        if self.always_on:
+            out[list(self.always_on)] = True
+        if self.always_off:
+            out[list(self.always_off)] = False
+        return out
+
+    def levels(self, levels: np.ndarray) -> np.ndarray:
+        """Dimmer levels 0..1 ``[shape=(n_channels,)]`` with the overrides applied (a copy):
+        an inverted channel is ``1 - level``."""
+        out = levels.copy()
+        if self.invert:
+            out[list(self.invert)] = 1.0 - out[list(self.invert)]
+        if self.always_on:
+            out[list(self.always_on)] = 1.0
+        if self.always_off:
+            out[list(self.always_off)] = 0.0
+        return out
+
+
+class ToggleGuard:
+    """Per-channel switch budget. ``apply(states, times_s)`` for frames; ``may_switch`` /
+    ``switched`` / ``free_at`` for callers that keep their own states (the sACN receiver)."""
+
+    def __init__(self, n_channels: int, *, max_per_s: int, hold_s: float = 0.0,
+                 window_s: float = WINDOW_S):
+        if isinstance(max_per_s, bool) or not isinstance(max_per_s, int) or max_per_s < 1:
+            raise ValueError(f"max_toggles_per_s: expected an integer >= 1, found "
+                             f"{max_per_s!r}")
+        self.n, self.max_per_s, self.hold_s, self.window_s = n_channels, max_per_s, hold_s, \
+            window_s
+        self._times = [deque() for _ in range(n_channels)]  # recent switch times, oldest first
+        self._out = np.zeros(n_channels, bool)  # outputs start all-off
+        self._on_level = np.ones(n_channels)    # the level a held-on dimmer keeps
+        self.deferred = 0  # channel-frames in which a wanted switch had to wait
+
+    def _expire(self, c: int, t: float) -> deque:
+        times = self._times[c]
+        while times and times[0] <= t - self.window_s:
+            times.popleft()
+        return times
+
+    def may_switch(self, c: int, t: float) -> bool:
+        times = self._expire(c, t)
+        return len(times) < self.max_per_s and (not times or t - times[-1] >= self.hold_s - 1e-9)
+
+    def switched(self, c: int, t: float) -> None:
+        self._times[c].append(t)
+
+    def free_at(self, c: int) -> float:
+        """The earliest time channel ``c`` may switch again (``-inf``: now)."""
+        times = self._times[c]
+        if not times:
+            return -math.inf
+        at = times[-1] + self.hold_s
+        if len(times) >= self.max_per_s:
+            at = max(at, times[len(times) - self.max_per_s] + self.window_s)
+        return at
+
+    def apply(self, states: np.ndarray, times_s: np.ndarray,
+              levels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``[shape=(k, n)]`` wanted states at ``times_s`` -> ``(states, levels)`` to apply.
+        ``levels`` (same shape, dimmer levels) come back fixed to match: a channel held on
+        keeps the level it came on with, one held off is 0 (None stays None)."""
+        wanted = np.asarray(states, bool)
+        levels = None if levels is None else np.array(levels, dtype=float)
+        out = np.empty_like(wanted)
+        times = np.asarray(times_s, float).tolist()
+        for i in range(len(wanted)):
+            row = wanted[i]
+            if levels is not None:
+                np.copyto(self._on_level, levels[i], where=row & self._out)
+            differs = row != self._out
+            if not differs.any():  # most frames: nothing wants to switch, nothing is held
+                out[i] = self._out
+                continue
+            t = times[i]
+            for c in np.flatnonzero(differs).tolist():
+                if self.may_switch(c, t):
+                    self._out[c] = row[c]
+                    self.switched(c, t)
+                    if row[c] and levels is not None:
+                        self._on_level[c] = levels[i, c]
+                else:
+                    self.deferred += 1
+            out[i] = self._out
+            if levels is not None:
+                held = out[i] != row
+                if held.any():
+                    levels[i][held] = np.where(out[i][held], self._on_level[held], 0.0)
+        return out, levels

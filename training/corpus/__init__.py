@@ -1,0 +1,1 @@
+"""The workshop's music: the synthetic demo corpus, stems and ingesting a library."""

@@ -1,0 +1,1 @@
+"""The workshop's models: the Keras autoencoders and the sklearn end detector."""
