@@ -1,7 +1,9 @@
-"""The code's shape: imports go one way (no cycles, counting imports inside functions)."""
+"""The code's shape: imports go one way (no cycles, counting imports inside functions), and
+the README's "where each concept lives" table names every module, and only files that exist."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,3 +68,17 @@ def test_pi_never_imports_training():
     graph = _import_graph()
     assert not {m for m, deps in graph.items() if m.startswith("pi")
                 for d in deps if d.startswith("training")}
+
+
+def test_the_readme_table_names_every_module_and_only_files_that_exist():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("## Where each concept lives", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[2] for line in table.splitlines() if line.startswith("| ")]
+    named = {p for cell in rows for p in re.findall(r"`([^`]+)`", cell)}
+    assert named and all((ROOT / p).exists() for p in named), \
+        sorted(p for p in named if not (ROOT / p).exists())
+    modules = {p.relative_to(ROOT).as_posix() for top in ("pi", "training")
+               for p in (ROOT / top).rglob("*") if p.is_file() and p.name != "__init__.py"
+               and "__pycache__" not in p.parts and p.suffix in (".py", ".html", ".js", ".css")
+               and "static" not in p.parts}
+    assert modules - named == set()
