@@ -48,6 +48,14 @@ def _records(fifo: Path) -> "queue.Queue[dict | None]":
     return q
 
 
+def _assert_unwound_all_off(signum: int, rc: int, records: list[dict], stderr: str) -> None:
+    """The run unwound: the signal's exit code, no traceback, every lamp off before the close."""
+    assert rc == EXPECTED_RC[signum], stderr
+    assert "Traceback" not in stderr, stderr
+    assert records[-1]["event"] == "close"
+    assert records[-2]["event"] == "all_off" and not any(records[-2]["states"])
+
+
 def _stop_while_lit(args: list[str], fifo: Path, signum: int) -> tuple[int, list[dict], str]:
     os.mkfifo(fifo)
     q = _records(fifo)
@@ -85,10 +93,7 @@ COMMANDS = {
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_each_stop_signal_ends_all_off(command, signum, song, tmp_path):
     rc, records, stderr = _stop_while_lit(COMMANDS[command](song), tmp_path / "rec", signum)
-    assert rc == EXPECTED_RC[signum], stderr
-    assert "Traceback" not in stderr, stderr
-    assert records[-1]["event"] == "close"
-    assert records[-2]["event"] == "all_off" and not any(records[-2]["states"])
+    _assert_unwound_all_off(signum, rc, records, stderr)
 
 
 def test_a_second_signal_during_the_all_off_waits_until_it_is_done(tmp_path):
@@ -172,7 +177,4 @@ def test_each_stop_signal_ends_all_off_when_following_sacn(signum, tmp_path):
     finally:
         done.set()
         sender.join(10)
-    assert rc == EXPECTED_RC[signum], stderr
-    assert "Traceback" not in stderr, stderr
-    assert records[-1]["event"] == "close"
-    assert records[-2]["event"] == "all_off" and not any(records[-2]["states"])
+    _assert_unwound_all_off(signum, rc, records, stderr)
