@@ -17,6 +17,7 @@ which left most channels dead and relays chattering at 86 Hz):
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, fields, replace
 
@@ -135,11 +136,15 @@ class ShowMapper:
         k = params.n_channels
         self._alpha_adapt = self.dt / params.adapt_s
         self._alpha_flux = self.dt / params.flux_s
-        self.center = params.center.astype(np.float64).copy()
-        self.scale = params.scale.astype(np.float64).copy()
-        self.state = np.zeros(k, bool)
-        self.last_change = np.full(k, -np.inf)
-        self.wanted_since = np.full(k, np.inf)
+        # The per-frame state is plain Python lists of floats and bools: with 8 channels, a
+        # numpy call costs more than its arithmetic, and float64 arithmetic on Python floats
+        # is the same IEEE arithmetic, so the decisions are the same bit for bit. Lists are
+        # replaced, never changed in place: the delay queues hold earlier ones.
+        self.center = params.center.astype(np.float64).tolist()
+        self.scale = params.scale.astype(np.float64).tolist()
+        self.state = [False] * k
+        self.last_change = [-math.inf] * k
+        self.wanted_since = [math.inf] * k
         self.level_ref = params.silence_db + 20.0
         self.level_hold = params.silence_db
         self.gate = False
@@ -149,22 +154,34 @@ class ShowMapper:
         self.onset_log: list[bool] | None = None  # a list: every frame's onset is appended
         self.flux_mean = None
         self.prev_bands = None
-        self.z_slow = np.zeros(k)
+        self.z_slow = [0.0] * k
         self.rate = 0.0  # recent changes per second per channel
         self._alpha_rate = self.dt / 4.0
-        self._pending = deque([np.zeros(k, bool)] * int(params.delay_frames))
+        self._pending = deque([[False] * k] * int(params.delay_frames))
         # Dimmer levels: brightness latched as each channel switches on, delayed with states.
-        self.levels = np.zeros(k)
-        self._bright = np.ones(k)
+        self._levels = [0.0] * k
+        self._bright = [1.0] * k
         self._pending_bright = deque([self._bright] * int(params.delay_frames))
         self._alpha_novelty = self.dt / 0.2
+
+    @property
+    def levels(self) -> np.ndarray:
+        """The dimmer levels of the last frame ``[shape=(n_channels,)]``."""
+        return np.array(self._levels)
 
     def frame_signals(self, frames_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame RMS level in dBFS ``[shape=(k,)]`` and mel bands in dB
         ``[shape=(k, 128)]``: row by row, the same numbers whatever the block size."""
-        power = 10.0 ** (np.asarray(frames_db, np.float32) / 10.0)
-        level = 10.0 * np.log10(np.sum(power, axis=-1) + 1e-12) + self._rms_offset_db
-        return level, 10.0 * np.log10(np.maximum(self._mel(power), 1e-10))
+        # 10 ** (frames_db / 10) in float32, in place; add.reduce is np.sum without its
+        # Python wrapper (this runs once per 20 ms block).
+        power = np.divide(np.asarray(frames_db, np.float32), 10.0)
+        np.power(10.0, power, out=power)
+        level = 10.0 * np.log10(np.add.reduce(power, axis=-1) + 1e-12) + self._rms_offset_db
+        bands = self._mel(power)
+        np.maximum(bands, 1e-10, out=bands)
+        np.log10(bands, out=bands)
+        bands *= 10.0
+        return level, bands
 
     def _gate_open(self, level: float) -> bool:
         # A peak hold that decays at GATE_DECAY_DB_S bridges the gaps between staccato notes
@@ -190,7 +207,11 @@ class ShowMapper:
         if prev is not None:
             np.subtract(bands[0], prev, out=rise[0])
         np.maximum(rise, 0.0, out=rise)
-        flux = np.mean(rise, axis=-1).tolist()
+        # np.mean's own steps (a float32 sum, divided by an intp count into float32) without
+        # its Python wrapper, which costs more than the sum.
+        flux = np.add.reduce(rise, axis=-1)
+        np.true_divide(flux, np.intp(rise.shape[-1]), out=flux, casting="unsafe")
+        flux = flux.tolist()
         if prev is None:
             flux[0] = None
         self.prev_bands = bands[-1]
@@ -215,66 +236,89 @@ class ShowMapper:
         ``t`` is the time in seconds at which the returned state takes effect.
         """
         level, bands = self.frame_signals(np.asarray(frame_db)[None])
-        return self._step(np.asarray(activations, np.float64), float(level[0]),
-                          self.block_flux(bands)[0], t)
+        out = self._step(np.asarray(activations, np.float64).tolist(), level.item(),
+                         self.block_flux(bands)[0], float(t))
+        return np.array(out, bool)
 
-    def _step(self, a: np.ndarray, level: float, flux: float | None, t: float) -> np.ndarray:
-        """One frame's decisions; ``a``: float64 activations, ``flux``: from block_flux."""
+    def _step(self, a: list[float], level: float, flux: float | None, t: float) -> list[bool]:
+        """One frame's decisions on Python floats (``a``: the activations; ``flux``: from
+        block_flux); returns the states to show and leaves their levels in ``_levels``.
+        Each line does what the numpy version did, in the same order of operations."""
         p = self.params
-        free = (t - self.last_change) >= self.hold_s - 1e-9
+        k = len(a)
+        hold = self.hold_s - 1e-9
+        free = [t - lc >= hold for lc in self.last_change]
         gate = self._gate_open(level)
         excess = self._onset_excess(flux)
         self.onset = gate and excess > 0
         if self.onset_log is not None:
             self.onset_log.append(self.onset)
+        state = self.state
         if not gate:
-            want = np.zeros_like(self.state)
+            want = [False] * k
         else:
-            self.center += self.scale * self._alpha_adapt * np.sign(a - self.center)
-            self.scale += (np.abs(a - self.center) - self.scale) * self._alpha_adapt
-            self.scale = np.maximum(self.scale, 1e-4)
-            z = (a - self.center) / self.scale
+            alpha, hyst = self._alpha_adapt, p.hysteresis
+            center, scale, z = self.center[:], self.scale[:], [0.0] * k
+            for c in range(k):
+                d = a[c] - center[c]
+                center[c] += scale[c] * alpha * ((d > 0) - (d < 0))  # the sign of d
+                d = a[c] - center[c]
+                s = scale[c] + (abs(d) - scale[c]) * alpha
+                scale[c] = s if s >= 1e-4 else 1e-4
+                z[c] = d / scale[c]
+            self.center, self.scale = center, scale
             # On above the band, off below it, unchanged inside it.
-            want = (z > p.hysteresis) | (self.state & ~(z < -p.hysteresis))
-        differs = want != self.state
-        mismatch = differs & free
-        self.wanted_since = np.where(differs, np.minimum(self.wanted_since, t), np.inf)
+            want = [zc > hyst or (st and not zc < -hyst) for zc, st in zip(z, state)]
+        differs = [w != st for w, st in zip(want, state)]
+        mismatch = [d and f for d, f in zip(differs, free)]
+        self.wanted_since = wanted_since = [
+            (ws if ws <= t else t) if d else math.inf
+            for d, ws in zip(differs, self.wanted_since)]
         if not gate:
             change = mismatch
         else:
-            novelty = np.abs(z - self.z_slow)
-            self.z_slow += (z - self.z_slow) * self._alpha_novelty
+            z_slow, alpha = self.z_slow, self._alpha_novelty
+            novelty = [abs(zc - zs) for zc, zs in zip(z, z_slow)]
+            self.z_slow = [zs + (zc - zs) * alpha for zc, zs in zip(z, z_slow)]
             pressure = self._pressure()
             if pressure > 1.0:
-                change = np.zeros_like(mismatch)
+                change = [False] * k
             else:
-                change = mismatch & (t - self.wanted_since >= p.idle_change_s)
-            budget = (int(np.ceil(excess * p.changes_per_onset / pressure))
-                      if excess > 0 else 0)
+                idle = p.idle_change_s
+                change = [m and t - ws >= idle for m, ws in zip(mismatch, wanted_since)]
+            budget = math.ceil(excess * p.changes_per_onset / pressure) if excess > 0 else 0
             if budget > 0:
                 # Channels that want to change go first, then those the onset moved most.
-                rank = np.where(mismatch, 1e6 + np.abs(z), np.where(free, novelty, -1.0))
-                rank[change] = -1.0
-                for c in np.argsort(-rank)[:budget]:
+                rank = [-1.0 if ch else 1e6 + abs(zc) if m else nv if f else -1.0
+                        for ch, m, f, zc, nv in zip(change, mismatch, free, z, novelty)]
+                # numpy's argsort, not sorted(): ties must break as they always have.
+                for c in np.argsort(-np.array(rank))[:budget].tolist():
                     if rank[c] >= 0:
                         change[c] = True
-        n_changed = int(np.count_nonzero(change))
+        n_changed = change.count(True)
         if n_changed:
-            self.state = self.state ^ change
-            self.last_change = np.where(change, t, self.last_change)
-            self.wanted_since = np.where(change, np.inf, self.wanted_since)
+            self.state = state = [st != ch for st, ch in zip(state, change)]
+            self.last_change = [t if ch else lc for ch, lc in zip(change, self.last_change)]
+            self.wanted_since = [math.inf if ch else ws for ch, ws in zip(change, wanted_since)]
             if gate:
-                self._bright = np.where(change & self.state, brightness(z), self._bright)
-        self.rate += (n_changed / (len(change) * self.dt) - self.rate) * self._alpha_rate
-        self._pending.append(self.state)
+                lit = brightness(np.array(z)).tolist()
+                self._bright = [b if ch and st else old for ch, st, b, old
+                                in zip(change, state, lit, self._bright)]
+        self.rate += (n_changed / (k * self.dt) - self.rate) * self._alpha_rate
+        self._pending.append(state)
         self._pending_bright.append(self._bright)
         state, bright = self._pending.popleft(), self._pending_bright.popleft()
-        out = self.overrides.states(state)
+        ov = self.overrides
+        if not (ov.invert or ov.always_on or ov.always_off):
+            self._levels = [b if st else 0.0 for st, b in zip(state, bright)]
+            return state
+        out = ov.states_list(state)
         # Off is dark; on is the latched brightness, or full for a channel that is on only
         # through an override (invert, always_on).
-        self.levels = np.where(out, np.where(state, bright, 1.0), 0.0)
-        if self.overrides.always_on:
-            self.levels[list(self.overrides.always_on)] = 1.0
+        levels = [(b if st else 1.0) if o else 0.0 for o, st, b in zip(out, state, bright)]
+        for c in ov.always_on:
+            levels[c] = 1.0
+        self._levels = levels
         return out
 
     def run(self, activations: np.ndarray, frames_db: np.ndarray, *,
@@ -282,14 +326,15 @@ class ShowMapper:
         """A block of frames (or a whole song) through :meth:`step`: the states
         ``[shape=(n_frames, n_channels)]`` bool, and each frame's dimmer levels (same shape,
         float)."""
-        out = np.zeros(activations.shape, bool)
-        levels = np.zeros(activations.shape)
         # The per-frame signals for the whole block in a few vectorised calls; only the
-        # decisions below go frame by frame.
+        # decisions below go frame by frame, on Python floats.
         level, bands = self.frame_signals(frames_db)
         flux = self.block_flux(bands)
-        acts = np.asarray(activations, np.float64)
-        for i, (lv, t) in enumerate(zip(level.tolist(), np.asarray(times_s).tolist())):
-            out[i] = self._step(acts[i], lv, flux[i], t)
-            levels[i] = self.levels
-        return out, levels
+        acts = np.asarray(activations, np.float64).tolist()
+        states, levels = [], []
+        for a, lv, fx, t in zip(acts, level.tolist(), flux, np.asarray(times_s).tolist()):
+            states.append(self._step(a, lv, fx, t))
+            levels.append(self._levels)
+        k = np.shape(activations)
+        return (np.array(states, bool).reshape(k),
+                np.array(levels, np.float64).reshape(k))

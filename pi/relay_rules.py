@@ -54,6 +54,17 @@ class ChannelOverrides:
             out[list(self.always_off)] = False
         return out
 
+    def states_list(self, states: list[bool]) -> list[bool]:
+        """:meth:`states` for a plain list (the show logic's per-frame form), as a new list."""
+        out = list(states)
+        for c in dict.fromkeys(self.invert):  # once each, as numpy's out[list] ^= True
+            out[c] = not out[c]
+        for c in self.always_on:
+            out[c] = True
+        for c in self.always_off:
+            out[c] = False
+        return out
+
     def levels(self, levels: np.ndarray) -> np.ndarray:
         """Dimmer levels 0..1 ``[shape=(n_channels,)]`` with the overrides applied (a copy):
         an inverted channel is ``1 - level``."""
