@@ -29,13 +29,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# The appliance runs OpenBLAS with one thread (pi/cli.py); the in-process pipelines are
+# measured the same way. Only effective before numpy loads, as under `python -m training`.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from pi.bundle import BundleError, load_bundle
-from pi.features import DEFAULT_PARAMS, StreamingFeatures, spectra_db
-from pi.mapping import ShowMapper
-from pi.outputs import MockOutput
-from pi.terminal import TerminalOutput
+import numpy as np  # noqa: E402
+
+from pi.bundle import BundleError, load_bundle  # noqa: E402
+from pi.features import DEFAULT_PARAMS, StreamingFeatures, spectra_db  # noqa: E402
+from pi.mapping import ShowMapper  # noqa: E402
+from pi.outputs import MockOutput  # noqa: E402
+from pi.terminal import TerminalOutput  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HOP = DEFAULT_PARAMS.hop
