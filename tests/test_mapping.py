@@ -52,3 +52,32 @@ def test_every_run_between_two_changes_lasts_at_least_the_hold_time(
         changes = times[1:][states[1:, c] != states[:-1, c]]
         runs = np.diff(changes)
         assert (runs >= hold_s - 1e-6).all(), (c, runs.min(), hold_s)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(2, 400), seed=st.integers(0, 2**32 - 1),
+       blocks=st.lists(st.integers(1, 5), min_size=1, max_size=8),
+       invert=st.lists(st.integers(0, N_CHANNELS - 1), unique=True, max_size=2),
+       always_on=st.lists(st.integers(0, N_CHANNELS - 1), unique=True, max_size=1))
+def test_a_song_in_blocks_or_frame_by_frame_gives_the_same_show(n, seed, blocks, invert,
+                                                                 always_on):
+    """The daemon feeds the show logic one or two frames at a time, render whole blocks:
+    the states and levels must not depend on that, bit for bit."""
+    rng = np.random.default_rng(seed)
+    frames, acts = _music(rng, n, loudness=-30.0, silences=2)
+    params = MappingParams.calibrate(acts[: max(1, n // 3)], changes_per_onset=4.0)
+    overrides = ChannelOverrides(invert=tuple(invert), always_on=tuple(always_on))
+    times = frame_times(n)
+    whole, whole_levels = ShowMapper(params, overrides=overrides).run(acts, frames,
+                                                                      times_s=times)
+    mapper, parts, i = ShowMapper(params, overrides=overrides), [], 0
+    while i < n:
+        k = blocks[len(parts) % len(blocks)]
+        parts.append(mapper.run(acts[i:i + k], frames[i:i + k], times_s=times[i:i + k]))
+        i += k
+    assert np.array_equal(np.concatenate([s for s, _ in parts]), whole)
+    assert np.array_equal(np.concatenate([lv for _, lv in parts]), whole_levels)
+    stepper = ShowMapper(params, overrides=overrides)
+    steps = [stepper.step(acts[j], frames[j], t=times[j]) for j in range(n)]
+    assert np.array_equal(np.array(steps), whole)
+    assert (whole_levels[whole] > 0).all() and (whole_levels[~whole] == 0).all()

@@ -29,13 +29,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# The appliance runs OpenBLAS with one thread (pi/cli/main.py); the in-process pipelines are
+# measured the same way. Only effective before numpy loads, as under `python -m training`.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from pi.show.bundle import BundleError, load_bundle
-from pi.show.features import DEFAULT_PARAMS, StreamingFeatures, spectra_db
-from pi.show.mapping import ShowMapper
-from pi.outputs.base import MockOutput
-from pi.outputs.terminal import TerminalOutput
+import numpy as np  # noqa: E402
+
+from pi.outputs.base import MockOutput  # noqa: E402
+from pi.outputs.terminal import TerminalOutput  # noqa: E402
+from pi.show.bundle import BundleError, load_bundle  # noqa: E402
+from pi.show.features import DEFAULT_PARAMS, StreamingFeatures, spectra_db  # noqa: E402
+from pi.show.mapping import ShowMapper  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HOP = DEFAULT_PARAMS.hop

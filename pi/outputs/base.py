@@ -115,12 +115,14 @@ class Output:
 
     def _coerce_levels(self, levels: Sequence[float] | np.ndarray) -> tuple[float, ...]:
         a = np.asarray(levels, dtype=float)
-        # min/max, not an elementwise test: a lamp's levels arrive every frame; NaN fails both.
-        if a.shape != (self.n_channels,) or not (a.min() >= 0 and a.max() <= 1):
+        values = a.tolist()
+        # Checked on the Python floats: a lamp's levels arrive every frame, and for a few
+        # channels this costs less than numpy's min and max. NaN fails the comparison.
+        if a.shape != (self.n_channels,) or not all(0.0 <= x <= 1.0 for x in values):
             bad = a[~((a >= 0) & (a <= 1))] if a.shape == (self.n_channels,) else a.shape
             raise OutputError(f"{self.name}: expected {self.n_channels} levels from 0 to 1, "
                               f"found {bad!r}")
-        return tuple(a.tolist())
+        return tuple(values)
 
     def _open(self) -> None: ...
 

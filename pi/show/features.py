@@ -121,7 +121,9 @@ def to_mono(samples: np.ndarray, *, name: str = "audio") -> np.ndarray:
         raise ValueError(f"{name}: expected samples of shape (n,) or (n, channels), "
                          f"found shape {x.shape}")
     x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
+    # One call for the common case: a float64 sum of float32 samples cannot overflow, so it
+    # is finite exactly when every sample is; only a bad block pays for finding the sample.
+    if not np.isfinite(np.add.reduce(x, dtype=np.float64)):
         bad = int(np.flatnonzero(~np.isfinite(x))[0])
         raise ValueError(f"{name}: expected finite samples, found {x[bad]} at sample {bad}")
     return x
@@ -211,19 +213,35 @@ class StreamingFeatures:
 
     def __init__(self, *, params: FeatureParams = DEFAULT_PARAMS):
         self.params = params
-        self._carry = np.zeros(0, np.float32)
+        # The samples not yet framed, ``_buf[_start:_start + _carried]``, in a buffer reused
+        # for every push (no new array per hop); it grows only for a block bigger than any
+        # before. They move to the front at the next push, so last_input stays intact.
+        self._buf = np.zeros(4 * params.n_fft, np.float32)
+        self._start = self._carried = 0
         self.frames_emitted = 0
         # The samples the last push framed (carry + block): frame j of that push covers
         # ``last_input[j * hop : j * hop + n_fft]``, for callers measuring the same windows.
-        self.last_input = self._carry
+        # A view into the buffer: valid until the next push.
+        self.last_input = self._buf[:0]
 
     def push(self, block: np.ndarray) -> np.ndarray:
         """Mono block ``[shape=(n,)]`` -> new frames ``[shape=(k, 513)]`` (k may be 0)."""
         # Only the new block needs checking: the carry was checked when it arrived.
-        x = np.concatenate([self._carry, to_mono(block, name="audio block")])
+        block = to_mono(block, name="audio block")
+        carried, start = self._carried, self._start
+        n = carried + len(block)
+        if n > len(self._buf):
+            grown = np.zeros(max(n, 2 * len(self._buf)), np.float32)
+            grown[:carried] = self._buf[start:start + carried]
+            self._buf, start = grown, 0
+        if start:  # numpy copies overlapping ranges correctly
+            self._buf[:carried] = self._buf[start:start + carried]
+        x = self._buf[:n]
+        x[carried:] = block
         frames = _frames_db(x, params=self.params)
         self.last_input = x
-        self._carry = x[len(frames) * self.params.hop:]
+        self._start = len(frames) * self.params.hop
+        self._carried = n - self._start
         self.frames_emitted += len(frames)
         return frames
 

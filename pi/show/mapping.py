@@ -17,6 +17,7 @@ which left most channels dead and relays chattering at 86 Hz):
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, fields, replace
 
@@ -135,11 +136,15 @@ class ShowMapper:
         k = params.n_channels
         self._alpha_adapt = self.dt / params.adapt_s
         self._alpha_flux = self.dt / params.flux_s
-        self.center = params.center.astype(np.float64).copy()
-        self.scale = params.scale.astype(np.float64).copy()
-        self.state = np.zeros(k, bool)
-        self.last_change = np.full(k, -np.inf)
-        self.wanted_since = np.full(k, np.inf)
+        # The per-frame state is plain Python lists of floats and bools: with 8 channels, a
+        # numpy call costs more than its arithmetic, and float64 arithmetic on Python floats
+        # is the same IEEE arithmetic, so the decisions are the same bit for bit. Lists are
+        # replaced, never changed in place: the delay queues hold earlier ones.
+        self.center = params.center.astype(np.float64).tolist()
+        self.scale = params.scale.astype(np.float64).tolist()
+        self.state = [False] * k
+        self.last_change = [-math.inf] * k
+        self.wanted_since = [math.inf] * k
         self.level_ref = params.silence_db + 20.0
         self.level_hold = params.silence_db
         self.gate = False
@@ -149,22 +154,34 @@ class ShowMapper:
         self.onset_log: list[bool] | None = None  # a list: every frame's onset is appended
         self.flux_mean = None
         self.prev_bands = None
-        self.z_slow = np.zeros(k)
+        self.z_slow = [0.0] * k
         self.rate = 0.0  # recent changes per second per channel
         self._alpha_rate = self.dt / 4.0
-        self._pending = deque([np.zeros(k, bool)] * int(params.delay_frames))
+        self._pending = deque([[False] * k] * int(params.delay_frames))
         # Dimmer levels: brightness latched as each channel switches on, delayed with states.
-        self.levels = np.zeros(k)
-        self._bright = np.ones(k)
+        self._levels = [0.0] * k
+        self._bright = [1.0] * k
         self._pending_bright = deque([self._bright] * int(params.delay_frames))
         self._alpha_novelty = self.dt / 0.2
+
+    @property
+    def levels(self) -> np.ndarray:
+        """The dimmer levels of the last frame ``[shape=(n_channels,)]``."""
+        return np.array(self._levels)
 
     def frame_signals(self, frames_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame RMS level in dBFS ``[shape=(k,)]`` and mel bands in dB
         ``[shape=(k, 128)]``: row by row, the same numbers whatever the block size."""
-        power = 10.0 ** (np.asarray(frames_db, np.float32) / 10.0)
-        level = 10.0 * np.log10(np.sum(power, axis=-1) + 1e-12) + self._rms_offset_db
-        return level, 10.0 * np.log10(np.maximum(self._mel(power), 1e-10))
+        # 10 ** (frames_db / 10) in float32, in place; add.reduce is np.sum without its
+        # Python wrapper (this runs once per 20 ms block).
+        power = np.divide(np.asarray(frames_db, np.float32), 10.0)
+        np.power(10.0, power, out=power)
+        level = 10.0 * np.log10(np.add.reduce(power, axis=-1) + 1e-12) + self._rms_offset_db
+        bands = self._mel(power)
+        np.maximum(bands, 1e-10, out=bands)
+        np.log10(bands, out=bands)
+        bands *= 10.0
+        return level, bands
 
     def _gate_open(self, level: float) -> bool:
         # A peak hold that decays at GATE_DECAY_DB_S bridges the gaps between staccato notes
@@ -190,7 +207,11 @@ class ShowMapper:
         if prev is not None:
             np.subtract(bands[0], prev, out=rise[0])
         np.maximum(rise, 0.0, out=rise)
-        flux = np.mean(rise, axis=-1).tolist()
+        # np.mean's own steps (a float32 sum, divided by an intp count into float32) without
+        # its Python wrapper, which costs more than the sum.
+        flux = np.add.reduce(rise, axis=-1)
+        np.true_divide(flux, np.intp(rise.shape[-1]), out=flux, casting="unsafe")
+        flux = flux.tolist()
         if prev is None:
             flux[0] = None
         self.prev_bands = bands[-1]
@@ -215,66 +236,97 @@ class ShowMapper:
         ``t`` is the time in seconds at which the returned state takes effect.
         """
         level, bands = self.frame_signals(np.asarray(frame_db)[None])
-        return self._step(np.asarray(activations, np.float64), float(level[0]),
-                          self.block_flux(bands)[0], t)
+        out = self._step(np.asarray(activations, np.float64).tolist(), level.item(),
+                         self.block_flux(bands)[0], float(t))
+        return np.array(out, bool)
 
-    def _step(self, a: np.ndarray, level: float, flux: float | None, t: float) -> np.ndarray:
-        """One frame's decisions; ``a``: float64 activations, ``flux``: from block_flux."""
+    def _step(self, a: list[float], level: float, flux: float | None, t: float) -> list[bool]:
+        """One frame's decisions on Python floats (``a``: the activations; ``flux``: from
+        block_flux); returns the states to show and leaves their levels in ``_levels``.
+        The same operations in the same order as the vectorised form, one channel at a time
+        in a single pass (each extra pass over 8 channels costs about a microsecond)."""
         p = self.params
-        free = (t - self.last_change) >= self.hold_s - 1e-9
+        k = len(a)
+        hold, inf = self.hold_s - 1e-9, math.inf
         gate = self._gate_open(level)
         excess = self._onset_excess(flux)
         self.onset = gate and excess > 0
         if self.onset_log is not None:
             self.onset_log.append(self.onset)
+        state, last_change, wanted_since = self.state, self.last_change, self.wanted_since
         if not gate:
-            want = np.zeros_like(self.state)
+            # Every lamp wants off: the ones on differ, and change as soon as they are free.
+            change = [st and t - lc >= hold for st, lc in zip(state, last_change)]
+            self.wanted_since = wanted_since = [(ws if ws <= t else t) if st else inf
+                                                for st, ws in zip(state, wanted_since)]
         else:
-            self.center += self.scale * self._alpha_adapt * np.sign(a - self.center)
-            self.scale += (np.abs(a - self.center) - self.scale) * self._alpha_adapt
-            self.scale = np.maximum(self.scale, 1e-4)
-            z = (a - self.center) / self.scale
-            # On above the band, off below it, unchanged inside it.
-            want = (z > p.hysteresis) | (self.state & ~(z < -p.hysteresis))
-        differs = want != self.state
-        mismatch = differs & free
-        self.wanted_since = np.where(differs, np.minimum(self.wanted_since, t), np.inf)
-        if not gate:
-            change = mismatch
-        else:
-            novelty = np.abs(z - self.z_slow)
-            self.z_slow += (z - self.z_slow) * self._alpha_novelty
             pressure = self._pressure()
-            if pressure > 1.0:
-                change = np.zeros_like(mismatch)
-            else:
-                change = mismatch & (t - self.wanted_since >= p.idle_change_s)
-            budget = (int(np.ceil(excess * p.changes_per_onset / pressure))
-                      if excess > 0 else 0)
+            budget = math.ceil(excess * p.changes_per_onset / pressure) if excess > 0 else 0
+            # Busy music waits for onsets; otherwise a wanted change waits idle_change_s.
+            idle = p.idle_change_s if pressure <= 1.0 else inf
+            alpha, alpha_novelty, hyst = self._alpha_adapt, self._alpha_novelty, p.hysteresis
+            center, scale, z_slow = self.center[:], self.scale[:], self.z_slow[:]
+            z, change, new_since = [0.0] * k, [False] * k, [inf] * k
+            # rank: channels that want to change first (by |z|), then the free ones by how
+            # far the onset moved them (novelty); -1: not a candidate.
+            rank = [-1.0] * k
+            for c in range(k):
+                ac, cc, sc = a[c], center[c], scale[c]
+                d = ac - cc
+                cc += sc * alpha * ((d > 0) - (d < 0))  # towards a by a step of sign(d)
+                d = ac - cc
+                sc += (abs(d) - sc) * alpha
+                if not sc >= 1e-4:
+                    sc = 1e-4
+                zc = d / sc
+                center[c], scale[c], z[c] = cc, sc, zc
+                zs = z_slow[c]
+                novelty = abs(zc - zs)
+                z_slow[c] = zs + (zc - zs) * alpha_novelty
+                st = state[c]
+                free = t - last_change[c] >= hold
+                # On above the band, off below it, unchanged inside it.
+                if (zc > hyst or (st and not zc < -hyst)) != st:
+                    ws = wanted_since[c]
+                    new_since[c] = ws = ws if ws <= t else t
+                    if free:
+                        if t - ws >= idle:
+                            change[c] = True
+                        else:
+                            rank[c] = 1e6 + abs(zc)
+                elif free:
+                    rank[c] = novelty
+            self.center, self.scale, self.z_slow = center, scale, z_slow
+            self.wanted_since = wanted_since = new_since
             if budget > 0:
-                # Channels that want to change go first, then those the onset moved most.
-                rank = np.where(mismatch, 1e6 + np.abs(z), np.where(free, novelty, -1.0))
-                rank[change] = -1.0
-                for c in np.argsort(-rank)[:budget]:
+                # numpy's argsort, not sorted(): ties must break as they always have.
+                for c in np.argsort(-np.array(rank))[:budget].tolist():
                     if rank[c] >= 0:
                         change[c] = True
-        n_changed = int(np.count_nonzero(change))
+        n_changed = change.count(True)
         if n_changed:
-            self.state = self.state ^ change
-            self.last_change = np.where(change, t, self.last_change)
-            self.wanted_since = np.where(change, np.inf, self.wanted_since)
+            self.state = state = [st != ch for st, ch in zip(state, change)]
+            self.last_change = [t if ch else lc for ch, lc in zip(change, self.last_change)]
+            self.wanted_since = [math.inf if ch else ws for ch, ws in zip(change, wanted_since)]
             if gate:
-                self._bright = np.where(change & self.state, brightness(z), self._bright)
-        self.rate += (n_changed / (len(change) * self.dt) - self.rate) * self._alpha_rate
-        self._pending.append(self.state)
+                lit = brightness(np.array(z)).tolist()
+                self._bright = [b if ch and st else old for ch, st, b, old
+                                in zip(change, state, lit, self._bright)]
+        self.rate += (n_changed / (k * self.dt) - self.rate) * self._alpha_rate
+        self._pending.append(state)
         self._pending_bright.append(self._bright)
         state, bright = self._pending.popleft(), self._pending_bright.popleft()
-        out = self.overrides.states(state)
+        ov = self.overrides
+        if not (ov.invert or ov.always_on or ov.always_off):
+            self._levels = [b if st else 0.0 for st, b in zip(state, bright)]
+            return state
+        out = ov.states_list(state)
         # Off is dark; on is the latched brightness, or full for a channel that is on only
         # through an override (invert, always_on).
-        self.levels = np.where(out, np.where(state, bright, 1.0), 0.0)
-        if self.overrides.always_on:
-            self.levels[list(self.overrides.always_on)] = 1.0
+        levels = [(b if st else 1.0) if o else 0.0 for o, st, b in zip(out, state, bright)]
+        for c in ov.always_on:
+            levels[c] = 1.0
+        self._levels = levels
         return out
 
     def run(self, activations: np.ndarray, frames_db: np.ndarray, *,
@@ -282,14 +334,15 @@ class ShowMapper:
         """A block of frames (or a whole song) through :meth:`step`: the states
         ``[shape=(n_frames, n_channels)]`` bool, and each frame's dimmer levels (same shape,
         float)."""
-        out = np.zeros(activations.shape, bool)
-        levels = np.zeros(activations.shape)
         # The per-frame signals for the whole block in a few vectorised calls; only the
-        # decisions below go frame by frame.
+        # decisions below go frame by frame, on Python floats.
         level, bands = self.frame_signals(frames_db)
         flux = self.block_flux(bands)
-        acts = np.asarray(activations, np.float64)
-        for i, (lv, t) in enumerate(zip(level.tolist(), np.asarray(times_s).tolist())):
-            out[i] = self._step(acts[i], lv, flux[i], t)
-            levels[i] = self.levels
-        return out, levels
+        acts = np.asarray(activations, np.float64).tolist()
+        states, levels = [], []
+        for a, lv, fx, t in zip(acts, level.tolist(), flux, np.asarray(times_s).tolist()):
+            states.append(self._step(a, lv, fx, t))
+            levels.append(self._levels)
+        k = np.shape(activations)
+        return (np.array(states, bool).reshape(k),
+                np.array(levels, np.float64).reshape(k))

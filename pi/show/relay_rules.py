@@ -54,6 +54,17 @@ class ChannelOverrides:
             out[list(self.always_off)] = False
         return out
 
+    def states_list(self, states: list[bool]) -> list[bool]:
+        """:meth:`states` for a plain list (the show logic's per-frame form), as a new list."""
+        out = list(states)
+        for c in dict.fromkeys(self.invert):  # once each, as numpy's out[list] ^= True
+            out[c] = not out[c]
+        for c in self.always_on:
+            out[c] = True
+        for c in self.always_off:
+            out[c] = False
+        return out
+
     def levels(self, levels: np.ndarray) -> np.ndarray:
         """Dimmer levels 0..1 ``[shape=(n_channels,)]`` with the overrides applied (a copy):
         an inverted channel is ``1 - level``."""
@@ -79,8 +90,8 @@ class ToggleGuard:
         self.n, self.max_per_s, self.hold_s, self.window_s = n_channels, max_per_s, hold_s, \
             window_s
         self._times = [deque() for _ in range(n_channels)]  # recent switch times, oldest first
-        self._out = np.zeros(n_channels, bool)  # outputs start all-off
-        self._on_level = np.ones(n_channels)    # the level a held-on dimmer keeps
+        self._out = [False] * n_channels  # outputs start all-off
+        self._on_level = [1.0] * n_channels  # the level a held-on dimmer keeps
         self.deferred = 0  # channel-frames in which a wanted switch had to wait
 
     def _expire(self, c: int, t: float) -> deque:
@@ -111,30 +122,36 @@ class ToggleGuard:
         """``[shape=(k, n)]`` wanted states at ``times_s`` -> ``(states, levels)`` to apply.
         ``levels`` (same shape, dimmer levels) come back fixed to match: a channel held on
         keeps the level it came on with, one held off is 0 (None stays None)."""
+        # Row by row on Python lists: a block is one or two frames of 8 channels, where
+        # numpy calls cost more than the work; most rows equal the outputs and end at once.
         wanted = np.asarray(states, bool)
         levels = None if levels is None else np.array(levels, dtype=float)
-        out = np.empty_like(wanted)
+        level_rows = None if levels is None else levels.tolist()
         times = np.asarray(times_s, float).tolist()
-        for i in range(len(wanted)):
-            row = wanted[i]
-            if levels is not None:
-                np.copyto(self._on_level, levels[i], where=row & self._out)
-            differs = row != self._out
-            if not differs.any():  # most frames: nothing wants to switch, nothing is held
-                out[i] = self._out
+        cur, on_level, rows = self._out, self._on_level, []
+        for i, row in enumerate(wanted.tolist()):
+            if level_rows is not None:  # a channel wanted and shown on keeps its level
+                on_level = [lv if w and o else ol
+                            for w, o, lv, ol in zip(row, cur, level_rows[i], on_level)]
+            if row == cur:  # most frames: nothing wants to switch, nothing is held
+                rows.append(cur)
                 continue
-            t = times[i]
-            for c in np.flatnonzero(differs).tolist():
+            t, new = times[i], cur[:]  # a new list: cur is in rows already
+            for c, (w, o) in enumerate(zip(row, cur)):
+                if w == o:
+                    continue
                 if self.may_switch(c, t):
-                    self._out[c] = row[c]
+                    new[c] = w
                     self.switched(c, t)
-                    if row[c] and levels is not None:
-                        self._on_level[c] = levels[i, c]
+                    if w and level_rows is not None:
+                        on_level[c] = level_rows[i][c]
                 else:
                     self.deferred += 1
-            out[i] = self._out
-            if levels is not None:
-                held = out[i] != row
-                if held.any():
-                    levels[i][held] = np.where(out[i][held], self._on_level[held], 0.0)
-        return out, levels
+            cur = new
+            rows.append(cur)
+            if levels is not None and cur != row:
+                for c, (w, o) in enumerate(zip(row, cur)):
+                    if w != o:  # held: on at the level it came on with, or off
+                        levels[i, c] = on_level[c] if o else 0.0
+        self._out, self._on_level = cur, on_level
+        return np.array(rows, bool).reshape(wanted.shape), levels
