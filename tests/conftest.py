@@ -47,6 +47,14 @@ def _fake_rpi_gpio(*, lgpio_shim: bool = False) -> types.ModuleType:
     return gpio
 
 
+@pytest.fixture(autouse=True)
+def _plan_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """The daemon keeps look-ahead plans in the user's cache folder (pi/show/plans.py): never the
+    real one in tests."""
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def fake_gpio(monkeypatch):
     """``fake_gpio(lgpio_shim=False)`` installs a fake ``RPi.GPIO`` and returns it."""

@@ -37,14 +37,15 @@ def score(audio: np.ndarray, timeline: Timeline, *, reference: dict | None = Non
 
 
 def evaluate_songs(paths, make: Callable[[], Show], *,
-                   stems: dict[str, dict] | None = None) -> dict:
+                   stems: dict[str, dict] | None = None, lookahead: bool = False) -> dict:
     """Per-song metrics and their mean; ``make`` builds a fresh show for each song, ``stems``
-    maps a song's path to its stems. A song that cannot be decoded is listed under
-    ``skipped`` with the reason."""
+    maps a song's path to its stems, ``lookahead`` scores the show playlist mode plays
+    (pi/show/lookahead.py) instead of the causal one. A song that cannot be decoded is listed
+    under ``skipped`` with the reason."""
     per_song, skipped = {}, {}
     for path in paths:
         try:
-            timeline, audio = render_song(path, make(), keep_audio=True)
+            timeline, audio = render_song(path, make(), keep_audio=True, lookahead=lookahead)
         except AudioFileError as exc:
             skipped[str(path)] = str(exc)
             continue
@@ -53,13 +54,13 @@ def evaluate_songs(paths, make: Callable[[], Show], *,
 
 
 def evaluate_audio(songs: dict[str, np.ndarray], make: Callable[[], Show], *,
-                   references: dict | None = None, stems: dict[str, dict] | None = None
-                   ) -> dict:
+                   references: dict | None = None, stems: dict[str, dict] | None = None,
+                   lookahead: bool = False) -> dict:
     """Like :func:`evaluate_songs` for songs already decoded to mono at 44.1 kHz;
     ``references`` caches each song's :func:`song_reference` across calls."""
     per_song = {}
     for name, audio in songs.items():
-        timeline = render_blocks([audio], make())
+        timeline = render_blocks([audio], make(), lookahead=lookahead)
         ref = None
         if references is not None:
             if name not in references:
@@ -104,9 +105,15 @@ def main(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m training evaluate",
-                                 description="Print the show and structure metrics of a bundle as JSON.")
+                                 description="Print the show and structure metrics of a bundle "
+                                             "as JSON: of the look-ahead show that playlist "
+                                             "mode and render play, or with --causal of the "
+                                             "line-in show.")
     ap.add_argument("--model", default=None, help="bundle folder (default: the shipped one)")
     ap.add_argument("--mapper", choices=("model", "bands"), default="model")
+    ap.add_argument("--causal", action="store_true",
+                    help="score the line-in show, decided from the past alone (default: the "
+                         "look-ahead show that playlist mode plays)")
     ap.add_argument("--stems", action="append", metavar="FILE",
                     help="a song's stems for stemF: a MIDI file or a JSON of {stem: [onset "
                          "seconds]}; give one per song, in order (default: <song>.stems.json "
@@ -129,7 +136,8 @@ def main(argv=None) -> int:
             print(f"evaluate: {exc}", file=sys.stderr)
             return 2
     result = evaluate_songs(songs, lambda: make_show(model=model, mapper=args.mapper),
-                            stems=stems)
+                            stems=stems, lookahead=not args.causal)
+    result["show"] = "causal" if args.causal else "look-ahead"
     print(json.dumps(result, indent=2))
     for path, reason in result["skipped"].items():
         print(f"evaluate: skipped {reason}", file=sys.stderr)

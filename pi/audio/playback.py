@@ -177,6 +177,10 @@ class PlaybackSource(Source):
                     self.stop.wait(max(0.0, min(timeout, 0.5)))
                 return None
             song, self._next = item
+            # Where the song started, in device samples before this block (the feed has
+            # counted this block and nothing after it).
+            self._next_start = (song,
+                                self._queued - (self.feed.song_samples - len(self._next)))
             if song != self._song:
                 self._marks.append((self._queued, song))
                 self._song = song
@@ -188,6 +192,8 @@ class PlaybackSource(Source):
         self._queued += len(block)
         self.expecting = True
         out = self._to_show(block)  # the samples just queued, at the show's rate
+        song, start = self._next_start
+        self.song_start = (song, round(start * self.rate / self.dev_rate))
         return out if len(out) else None
 
     def _drain(self) -> None:

@@ -9,6 +9,10 @@ Every source gives the daemon the same two things:
   heard, so its lamp state is due (``-inf`` = at once; ``None`` = not known yet, ask again
   within ``poll_s``).
 
+Sources that play songs from files also say which song the block just read belongs to,
+``song_start = (song, the sample at which the song starts)``, and what comes next
+(``upcoming()``), so that the daemon can play a show planned ahead (pi/show/plans.py).
+
 The sources: :class:`FileSource` here; line-in in pi/audio/linein.py; songs played through a sound
 card, with lamps scheduled to the DAC, in pi/audio/playback.py. sounddevice is imported only when a
 device is opened, so ``render`` and ``check-config`` work on machines without PortAudio.
@@ -97,8 +101,15 @@ class Source:
     counters_label = "audio"        # for the log lines about counters()
     device_label = "audio device"   # what open() waits for when it raises DeviceError
 
+    # Whether the daemon may wait for a song's plan before its first block: only where
+    # nobody listens in real time.
+    wait_for_plans = False
+
     def __init__(self, *, rate: int):
         self.rate = int(rate)
+        # (song, its first sample in this source's count) of the block read() gave last;
+        # None for live audio.
+        self.song_start: tuple[Path, int] | None = None
         self.status: str | None = None  # for systemctl status: what is playing
         self.overflows = 0   # blocks dropped because a queue of ours was full
         self.underflows = 0  # output blocks padded with silence because our queue was empty
@@ -117,6 +128,11 @@ class Source:
     def counters(self) -> dict[str, int]:
         return {"overflows": self.overflows, "underflows": self.underflows,
                 "xruns": self.xruns}
+
+    def upcoming(self) -> Path | None:
+        """The song after the one playing, when known (for planning it ahead)."""
+        feed = getattr(self, "feed", None)
+        return feed.upcoming() if feed is not None else None
 
     def skip_song(self) -> None:
         """With the source closed: the next open() starts the next song (control's `next`)."""
@@ -253,6 +269,7 @@ class FileSource(Source):
         block = round(rate * 0.1) if realtime else BLOCK_FRAMES
         self.feed = SongFeed(playlist, sample_rate=rate, block_frames=block, retry=retry)
         self.realtime, self.offset_s = realtime, float(offset_s)
+        self.wait_for_plans = not realtime
         self.stop = stop or threading.Event()
         self._t0: float | None = None
         self._pos = 0
@@ -281,6 +298,8 @@ class FileSource(Source):
                 return None
         (song, block), self._next = self._next, None
         self.status = f"playing {song.name}"
+        # The feed has counted this block and nothing after it.
+        self.song_start = (song, self._pos - (self.feed.song_samples - len(block)))
         self._pos += len(block)
         return block
 

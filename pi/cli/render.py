@@ -17,8 +17,11 @@ def add_render_command(sub, common) -> None:
     rd = sub.add_parser(
         "render", parents=[common], help="a song's show to CSV, FPP .fseq or xLights "
         ".xtiming; a folder's songs to .fseq files",
-        description="Render a song's show offline. SONG is a song file; with --fseq-dir it "
-                    "may also be a folder (searched recursively) or an .m3u playlist.")
+        description="Render a song's show offline: exactly the show that playlist mode "
+                    "plays (the whole song planned ahead, so the lights follow its sections); "
+                    "--causal renders the line-in show instead. SONG is a song file; with "
+                    "--fseq-dir it may also be a folder (searched recursively) or an .m3u "
+                    "playlist.")
     rd.add_argument("song", metavar="SONG")
     rd.add_argument("--csv", help="write time_s,ch1..,act1.. here")
     rd.add_argument("--fseq", help="write an FPP sequence (FSEQ v2) here")
@@ -37,6 +40,9 @@ def add_render_command(sub, common) -> None:
                     help="of the .fseq frames; zstd needs the [fseq] extra (default none)")
     rd.add_argument("--model", help="model bundle folder (default: the shipped model)")
     rd.add_argument("--mapper", choices=MAPPERS, default="model")
+    rd.add_argument("--causal", action="store_true",
+                    help="the line-in show, decided frame by frame from the past alone "
+                         "(default: the look-ahead show that playlist mode plays)")
     rd.set_defaults(func=cmd_render)
 
 
@@ -70,7 +76,7 @@ def _render_one(args, show) -> int:
     song = Path(args.song)
     try:
         timeline = render_song(song, show, levels=args.levels and bool(args.fseq),
-                               onsets=bool(args.xtiming))
+                               onsets=bool(args.xtiming), lookahead=not args.causal)
         if args.csv:
             write_csv(timeline, args.csv)
         if args.fseq:
@@ -82,7 +88,9 @@ def _render_one(args, show) -> int:
         log.error("%s", exc)
         return 1
     seconds = timeline.times_s[-1] if len(timeline.times_s) else 0.0
-    print(f"wrote {len(timeline.times_s)} frames ({seconds:.1f} s, show {show.name}) to "
+    kind = "causal" if args.causal else "look-ahead"
+    print(f"wrote {len(timeline.times_s)} frames ({seconds:.1f} s, show {show.name}, {kind}) "
+          "to "
           + ", ".join(str(getattr(args, o)) for o in ("csv", "fseq", "xtiming")
                       if getattr(args, o))
           + (f" (fseq: {n_steps(timeline.duration_s, step_ms=args.step_ms)} frames of "
@@ -120,7 +128,7 @@ def _render_playlist(args, show) -> int:
             continue
         taken[out.name] = song
         try:
-            timeline = render_song(song, show, levels=args.levels)
+            timeline = render_song(song, show, levels=args.levels, lookahead=not args.causal)
             write_fseq(timeline, out, media_file=song.name, step_ms=args.step_ms,
                        levels=args.levels, compression=args.compression)
         except (AudioFileError, FseqError, OSError) as exc:

@@ -1,11 +1,16 @@
 """The appliance's run loop: config -> show -> outputs -> audio source -> lamps.
 
-One thread does everything but the audio callbacks: it reads blocks from the source, turns
-them into frames and states (pi.show.features, pi.show.pipeline), and applies each state when
+One thread does everything but the audio callbacks and the planner: it reads blocks from the
+source, turns them into frames and states (pi.show.features, pi.show.pipeline), and applies each state when
 the source says it is due (at once for live audio, at the DAC time for played songs). Lamps are off
 before the audio starts, whenever the audio device is missing (it is retried with backoff),
 and at exit, however the exit comes (SIGTERM, SIGHUP and SIGQUIT raise SystemExit here,
 Ctrl-C KeyboardInterrupt: pi/daemon/stopping.py; all unwind through ``finally``).
+
+Songs from files (the playlist and file sources) play the look-ahead show that
+``lightshow render`` writes: a background thread plans the next song while the current one
+plays (pi/show/plans.py), and the loop switches lamps from the plan at the played position. A song
+whose plan is not ready when it starts plays the causal show, as line-in always does.
 
 The sacn source is the one source without audio: it gives channel levels that another
 sender's show already decided, so its loop (:meth:`Daemon._follow`) has no show of its own.
@@ -25,6 +30,7 @@ from pi.app import make_outputs, make_source, show_from_config
 from pi.config.load import Config
 from pi.show.features import StreamingFeatures
 from pi.outputs.base import Output
+from pi.show.plans import PlanCache, Planner, default_cache_dir, show_key
 from pi.audio.sacn_receiver import LOST, ON_LEVEL
 from pi.audio.sources import END, Backoff, DeviceError, PlaylistError, Source
 
@@ -92,6 +98,10 @@ class Daemon:
         self.outputs: Output = make_outputs(config.outputs.enabled, config)
         self.source = make_source(config, rate=self.show.feature_params.sample_rate
                                   if self.show else 0, realtime=realtime, stop=self.stop)
+        self.planner: Planner | None = None
+        if self.show is not None and config.audio.source in ("playlist", "file"):
+            self.planner = Planner(self.show, cache=PlanCache(
+                default_cache_dir(), show_digest=show_key(self.show)))
         self.frames = 0
         self._t_next = 0.0  # show time where a reopened source carries on
         self._ready = False
@@ -116,6 +126,8 @@ class Daemon:
             systemd.stopping()
             try:
                 self.source.close()
+                if self.planner is not None:
+                    self.planner.close()
             finally:
                 self.outputs.close()  # all off, recorded, GPIO released
                 self._heart.log_counters(self.source, final=True)
@@ -176,6 +188,7 @@ class Daemon:
         features = StreamingFeatures(params=params)
         pending: deque = deque()  # (frame end sample, show time, states), oldest first
         t_base, ended_at, flowing = self._t_next, None, False
+        playing, plan = None, None  # (song, first sample) and its plan, when planned
         while not self.stop.is_set():
             self._heart.beat(self.source)
             if self.control.tick():
@@ -209,19 +222,54 @@ class Daemon:
                 flowing = True
                 self.retry.reset()
                 log.info("audio is flowing")
+            if self.planner is not None and self.source.song_start != playing:
+                playing = self.source.song_start
+                plan = self._plan_for(playing[0]) if playing else None
             frames = features.push(block)
             if len(frames):
                 first = features.frames_emitted - len(frames)
                 # Frame i ends at sample i * hop + n_fft: pi.show.features.frame_times, in samples.
                 ends = np.arange(first, first + len(frames)) * params.hop + params.n_fft
                 times = t_base + ends / params.sample_rate
-                shown = self.show.process(frames, times)
-                pending.extend(zip(ends.tolist(), times.tolist(), shown.states, shown.levels))
+                if plan is None:
+                    shown = self.show.process(frames, times)
+                    states, levels = shown.states, shown.levels
+                else:
+                    states, levels = self._planned(plan, ends - playing[1], times)
+                pending.extend(zip(ends.tolist(), times.tolist(), states, levels))
                 self.frames += len(frames)
                 # After a lost device the show time jumps on by a second: it never runs
                 # backwards, so hold times stay honest across the gap.
                 self._t_next = float(times[-1]) + 1.0
         return False
+
+    def _plan_for(self, song: Path):
+        """The song's plan, or None: then the causal show plays it. Asks for the next song's
+        plan first, so that the planner works on it while this one plays."""
+        upcoming = self.source.upcoming()
+        self.planner.request(upcoming)
+        plan = self.planner.get(song, wait=self.source.wait_for_plans)
+        self.planner.forget({song, upcoming})
+        if plan is None:
+            log.warning("%s: no look-ahead plan ready in time; the causal show plays it",
+                        song)
+        else:
+            log.info("%s: playing its look-ahead show", song)
+        return plan
+
+    def _planned(self, plan, song_ends: np.ndarray, times: np.ndarray):
+        """States and levels of the frames ending at ``song_ends`` (samples from the song's
+        start): the plan's row in effect there (the last one ending at or before it; all off
+        before the first), then the strict switch limit, which carries on across songs."""
+        params = self.show.feature_params
+        rows = (song_ends - params.n_fft) // params.hop
+        ok = (song_ends >= params.n_fft) & (rows < len(plan.states))
+        states = np.zeros((len(rows), plan.states.shape[1]), bool)
+        levels = np.zeros(states.shape)
+        states[ok], levels[ok] = plan.states[rows[ok]], plan.levels[rows[ok]]
+        if self.show.guard:
+            states, levels = self.show.guard.apply(states, times, levels)
+        return states, levels
 
     def _follow(self) -> bool:
         """Levels from the network to lamps until a stop is requested (always False)."""

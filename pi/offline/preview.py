@@ -132,8 +132,10 @@ def build_html(*, song: str, model: str, timeline: Timeline, audio: np.ndarray,
 
 
 def write_preview(song_path: str | Path, out_path: str | Path, *, model: str | Path | None = None,
-                  mapper: str = "model") -> dict:
-    """Render ``song_path`` with the configured show and write the preview page.
+                  mapper: str = "model", lookahead: bool = True) -> dict:
+    """Render ``song_path`` with the configured show and write the preview page: the show
+    playlist mode plays (planned ahead, pi/show/lookahead.py), or the line-in show when
+    ``lookahead`` is False.
 
     Returns ``{"out", "bytes", "audio_bytes", "song", "model", "n_frames", "n_channels",
     "duration_s", "metrics"}``; ``model`` is the show that really ran (a bad bundle falls back
@@ -141,7 +143,7 @@ def write_preview(song_path: str | Path, out_path: str | Path, *, model: str | P
     """
     song_path, out_path = Path(song_path), Path(out_path)
     show = make_show(model=model, mapper=mapper)
-    timeline, audio = render_song(song_path, show, keep_audio=True)
+    timeline, audio = render_song(song_path, show, keep_audio=True, lookahead=lookahead)
     sr = show.feature_params.sample_rate
     metrics = show_metrics(audio, times_s=timeline.times_s, states=timeline.states, sr=sr) \
         if audio.size else {}
@@ -171,6 +173,8 @@ def main(argv=None) -> int:
     which.add_argument("--model", metavar="DIR", help="model bundle (default: models/default)")
     which.add_argument("--mapper", choices=("model", "bands"), default="model",
                        help="'bands': the frequency-band show, no model")
+    p.add_argument("--causal", action="store_true",
+                   help="the line-in show (default: the look-ahead show playlist mode plays)")
     p.add_argument("--out", metavar="HTML", help="output page (default: SONG's name + .html "
                                                  "in the current folder)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -182,7 +186,8 @@ def main(argv=None) -> int:
 
     out = Path(args.out) if args.out else Path(Path(args.song).stem + ".html")
     try:
-        info = write_preview(args.song, out, model=args.model, mapper=args.mapper)
+        info = write_preview(args.song, out, model=args.model, mapper=args.mapper,
+                             lookahead=not args.causal)
     except (AudioFileError, FileNotFoundError, IsADirectoryError) as exc:
         print(f"preview: {exc}", file=sys.stderr)
         return 2

@@ -41,23 +41,27 @@ class Timeline:
 
 
 def render_song(path: str | Path, show: Show, *, keep_audio: bool = False,
-                levels: bool = False, onsets: bool = False):
+                levels: bool = False, onsets: bool = False, lookahead: bool = False):
     """Stream a song file through the show. Returns the timeline, and the mono audio if asked
-    (for metrics); otherwise no more than one block of audio is held."""
+    (for metrics); otherwise no more than one block of audio is held (by the causal show;
+    ``lookahead`` plans the whole song, as playlist mode plays it: pi/show/lookahead.py)."""
     blocks = iter_song_blocks(path, sample_rate=show.feature_params.sample_rate)
-    return render_blocks(blocks, show, keep_audio=keep_audio, levels=levels, onsets=onsets)
+    return render_blocks(blocks, show, keep_audio=keep_audio, levels=levels, onsets=onsets,
+                         lookahead=lookahead)
 
 
 def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool = False,
-                  levels: bool = False, onsets: bool = False):
+                  levels: bool = False, onsets: bool = False, lookahead: bool = False):
     """Mono blocks at the show's sample rate -> :class:`Timeline` (and the audio if asked).
-    ``levels``: also the dimmer levels; ``onsets``: also the onsets the show used."""
+    ``levels``: also the dimmer levels; ``onsets``: also the onsets the show used;
+    ``lookahead``: the whole song planned ahead (:meth:`pi.show.Show.plan`, what playlist
+    mode plays) instead of the causal show that line-in plays."""
     params = show.feature_params
     stream = StreamingFeatures(params=params)
     parts, audio, n_samples = [], [], 0
     # The show logic's own onset test, frame by frame: the marks are the show's, and
     # nothing is computed twice.
-    show.mapper.onset_log = [] if onsets else None
+    show.mapper.onset_log = [] if onsets and not lookahead else None
     try:
         for block in blocks:
             n_samples += len(block)
@@ -66,12 +70,19 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
             start = stream.frames_emitted
             frames = stream.push(block)
             if len(frames):
+                if lookahead:
+                    parts.append(frames)
+                    continue
                 times = frame_times(start + len(frames), params=params)[start:]
                 parts.append(show.process(frames, times))
         used = show.mapper.onset_log or []
     finally:
         show.mapper.onset_log = None
     n = show.n_channels
+    if lookahead:
+        frames = (np.concatenate(parts) if parts
+                  else np.zeros((0, params.n_bins), np.float32))
+        parts = [show.plan(frames, frame_times(len(frames), params=params))]
 
     def joined(i, dtype):
         return np.concatenate([p[i] for p in parts]) if parts else np.zeros((0, n), dtype)
@@ -80,7 +91,9 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     timeline = Timeline(frame_times(len(states), params=params), states,
                         joined(1, np.float32), duration_s=n_samples / params.sample_rate,
                         levels=joined(2, np.float64) if levels else None)
-    if onsets:
+    if onsets and lookahead:
+        timeline.onsets_s = timeline.times_s[show.planned_onsets]
+    elif onsets:
         # A decision reaches the lights delay_frames frames later (pi/show/mapping.py): the
         # marks go where the lights change, as the channel marks do.
         delay_s = int(show.mapper.params.delay_frames) * show.mapper.dt

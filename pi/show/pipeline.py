@@ -14,6 +14,7 @@ import numpy as np
 from pi.show.bundle import DEFAULT_BUNDLE, Bundle, BundleError, load_bundle
 from pi.show.features import DEFAULT_PARAMS, FeatureParams
 from pi.config.values import MECHANICAL_MAX_TOGGLES_PER_S
+from pi.show.lookahead import DEFAULT_LOOKAHEAD, LookaheadParams, plan_states
 from pi.show.mapping import MappingParams, ShowMapper
 from pi.show.relay_rules import ToggleGuard
 
@@ -35,6 +36,7 @@ class Show:
 
     name = "show"
     guard: ToggleGuard | None = None  # the per-channel switch limit, after the mapper
+    planned_onsets: np.ndarray | None = None  # set by plan()
 
     def __init__(self, mapper: ShowMapper, feature_params: FeatureParams):
         self.mapper = mapper
@@ -54,6 +56,29 @@ class Show:
         states, levels = self.mapper.run(acts, frames_db, times_s=times_s)
         if self.guard:
             states, levels = self.guard.apply(states, times_s, levels)
+        return ShowFrames(states, acts, levels)
+
+    def plan(self, frames_db: np.ndarray, times_s: np.ndarray, *,
+             params: LookaheadParams = DEFAULT_LOOKAHEAD) -> ShowFrames:
+        """A whole song's ``[shape=(n, 513)]`` frames at ``times_s`` -> :class:`ShowFrames`,
+        planned with look-ahead (pi/show/lookahead.py): what playlist mode plays. Then, as in
+        :meth:`process`, the user's overrides and a fresh strict switch limit.
+        ``planned_onsets`` keeps the frames at which onsets could switch lamps."""
+        acts = self.activations(frames_db)
+        mapper = self.mapper
+        level, bands = mapper.frame_signals(frames_db)
+        states, levels, self.planned_onsets = plan_states(activations=acts, level_db=level, bands_db=bands,
+                                     dt=mapper.dt, gate_db=mapper.params.gate_db,
+                                     silence_db=mapper.params.silence_db,
+                                     min_hold_s=mapper.hold_s, params=params)
+        overrides = mapper.overrides
+        if overrides.invert or overrides.always_on or overrides.always_off:
+            states = np.array([overrides.states(row) for row in states]).reshape(states.shape)
+            levels = np.array([overrides.levels(row) for row in levels]).reshape(levels.shape)
+        if self.guard:
+            guard = ToggleGuard(self.n_channels, max_per_s=self.guard.max_per_s,
+                                hold_s=self.guard.hold_s)
+            states, levels = guard.apply(states, times_s, levels)
         return ShowFrames(states, acts, levels)
 
 

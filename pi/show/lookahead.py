@@ -1,0 +1,266 @@
+"""Plan a whole song's relay states with look-ahead: the show for songs known in advance.
+
+The causal show (pi/show/mapping.py) must decide each frame from the past alone; it tracks each
+channel's running median, which keeps every channel near 50% duty whatever the section, so
+the lights ignore the song's structure. When the whole song is known before it plays
+(playlist mode, ``render``, ``preview``, evaluation), each channel can instead be judged
+against the whole song:
+
+1. each channel's activation is smoothed by a *centred* moving average (``smooth_s``): a
+   causal average of the same length lags by half of it and blurs the sections;
+2. a channel wants to be on while its smoothed activation is above its median over the
+   song's music (where the silence gate is open), so its duty follows the sections;
+3. every on/off edge moves to the nearest onset within ``snap_s``, keeping the edges in
+   order (an edge never passes the one before it), so the lights change on the beat;
+4. runs shorter than ``hold_s`` are merged into the run before them;
+5. everything is off where the silence gate is closed (the causal show's gate, whose
+   tail handling turns the lamps off after the music ends).
+
+The onsets are peaks of a librosa-style onset strength (mel power in dB, rectified
+frame-to-frame rise, mean over bands) computed from the show's own 1024-sample frames, and
+acted on ``onset_shift_frames`` frames later, which lands the switch inside the judge's
+60 ms onset window (see ``/work/shared/show-metrics.md``).
+
+Pure keyword-only numpy functions over whole songs; nothing here keeps state between songs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from pi.show.mapping import GATE_DECAY_DB_S, GATE_HYST_DB, brightness
+
+TOP_DB = 80.0  # as librosa's power_to_db: the onset strength ignores cells this far down
+
+
+@dataclass(frozen=True)
+class LookaheadParams:
+    """The planner's settings (seconds unless named otherwise)."""
+
+    smooth_s: float = 0.25          # centred moving average of the activations
+    snap_s: float = 0.25            # an edge moves to the nearest onset at most this far
+    onset_ratio: float = 1.5        # a peak must stand this far above its local mean
+    onset_mean_s: float = 1.0       # the centred window of that local mean
+    onset_shift_frames: int = 3     # frames from an onset's peak to the switch it causes
+    hold_s: float = 0.11            # shortest run kept (the relay guard's 0.10 s and a margin)
+
+
+DEFAULT_LOOKAHEAD = LookaheadParams()
+
+
+class Plan(NamedTuple):
+    """A planned song: ``states`` ``[shape=(n, k)]`` bool; ``levels`` (same shape, dimmer
+    levels in [0, 1]: 0 when off; when on, the :func:`pi.mapping.brightness` of the
+    channel's z-score where it switched on); ``onsets`` ``[shape=(m,)]`` the frames at which
+    onsets could switch lamps."""
+
+    states: np.ndarray
+    levels: np.ndarray
+    onsets: np.ndarray
+
+
+def moving_average(*, x: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average along axis 0, over ``width`` rows (odd; shrunk at the ends).
+
+    Parameters
+    ----------
+    x : np.ndarray [shape=(n,) or (n, k)]
+    width : int  rows averaged; 1 returns a float64 copy
+
+    Returns
+    -------
+    np.ndarray, float64, the shape of ``x``
+    """
+    x = np.asarray(x, np.float64)
+    if width <= 1 or len(x) == 0:
+        return x.copy()
+    flat = x.reshape(len(x), -1)
+    c = np.concatenate([np.zeros((1, flat.shape[1])), np.cumsum(flat, axis=0)])
+    n, half = len(x), width // 2
+    lo = np.clip(np.arange(n) - half, 0, n)
+    hi = np.clip(np.arange(n) + half + 1, 0, n)
+    return ((c[hi] - c[lo]) / (hi - lo)[:, None]).reshape(x.shape)
+
+
+def onset_strength(*, bands_db: np.ndarray) -> np.ndarray:
+    """Spectral-flux onset strength of a whole song's mel bands, as librosa's
+    ``onset.onset_strength`` computes it (``power_to_db`` with ``top_db=80``, lag-1 rise,
+    half-wave rectified, mean over bands), without librosa's centring shift: value ``i`` is
+    the rise from frame ``i - 1`` to frame ``i`` (0 for the first frame).
+
+    Parameters
+    ----------
+    bands_db : np.ndarray [shape=(n_frames, n_mels)]  mel power in dB
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames,)] float64
+    """
+    bands_db = np.asarray(bands_db, np.float64)
+    out = np.zeros(len(bands_db))
+    if len(bands_db) < 2:
+        return out
+    db = np.maximum(bands_db, bands_db.max() - TOP_DB)
+    rise = np.maximum(np.diff(db, axis=0), 0.0)
+    out[1:] = rise.mean(axis=1)
+    return out
+
+
+def pick_onsets(*, envelope: np.ndarray, allowed: np.ndarray, ratio: float,
+                mean_frames: int, shift_frames: int) -> np.ndarray:
+    """Frames at which onsets switch lamps: local maxima of ``envelope`` that stand ``ratio``
+    times above its centred mean over ``mean_frames``, where ``allowed``, moved on by
+    ``shift_frames``.
+
+    Parameters
+    ----------
+    envelope : np.ndarray [shape=(n,)]  onset strength
+    allowed : np.ndarray [shape=(n,)] bool  frames where an onset may count (gate open)
+
+    Returns
+    -------
+    np.ndarray [shape=(n_onsets,)] int, sorted frame indices
+    """
+    env = np.asarray(envelope, np.float64)
+    if len(env) < 3:
+        return np.zeros(0, int)
+    r = env / (moving_average(x=env, width=mean_frames) + 1e-6)
+    peak = (r > ratio) & allowed
+    peak[1:] &= r[1:] >= r[:-1]
+    peak[:-1] &= r[:-1] >= r[1:]
+    idx = np.flatnonzero(peak) + int(shift_frames)
+    return idx[(idx >= 0) & (idx < len(env))]
+
+
+def snap_edges(*, want: np.ndarray, onsets: np.ndarray, max_move: int) -> np.ndarray:
+    """Move every on/off edge of ``want`` to the nearest onset within ``max_move`` frames
+    (or leave it), keeping each channel's edges in order: an edge moved before the one
+    preceding it goes to the same frame, where the two cancel.
+
+    Parameters
+    ----------
+    want : np.ndarray [shape=(n, k)] bool
+    onsets : np.ndarray [shape=(m,)] int, sorted frame indices
+
+    Returns
+    -------
+    np.ndarray [shape=(n, k)] bool
+    """
+    want = np.asarray(want, bool)
+    n, k = want.shape
+    if n == 0:
+        return want.copy()
+    change = want[1:] != want[:-1]
+    chan, row = np.nonzero(change.T)  # channel-major, so each channel's edges are in order
+    edge = row + 1
+    if len(onsets) and len(edge):
+        j = np.searchsorted(onsets, edge)
+        before = onsets[np.maximum(j - 1, 0)]
+        after = onsets[np.minimum(j, len(onsets) - 1)]
+        nearest = np.where(np.abs(after - edge) < np.abs(edge - before), after, before)
+        edge = np.where(np.abs(nearest - edge) <= max_move, nearest, edge)
+    # Order within each channel: a running maximum over channels laid end to end.
+    edge = np.maximum.accumulate(edge + chan * (n + 1)) - chan * (n + 1)
+    toggles = np.zeros((n + 1, k), np.int64)
+    np.add.at(toggles, (edge, chan), 1)
+    return want[0] ^ (np.cumsum(toggles[:n], axis=0) % 2).astype(bool)
+
+
+def merge_short_runs(*, states: np.ndarray, min_frames: int) -> np.ndarray:
+    """Each run shorter than ``min_frames`` (but the first) takes the state of the run before
+    it, in order, so no run between two changes is shorter.
+
+    Parameters
+    ----------
+    states : np.ndarray [shape=(n, k)] bool
+
+    Returns
+    -------
+    np.ndarray [shape=(n, k)] bool, a copy
+    """
+    out = np.array(states, bool)
+    n = len(out)
+    for c in range(out.shape[1]):
+        s = out[:, c]
+        bounds = np.concatenate([[0], np.flatnonzero(s[1:] != s[:-1]) + 1, [n]])
+        short = np.flatnonzero(np.diff(bounds) < min_frames)
+        for r in short[short > 0].tolist():
+            s[bounds[r]:bounds[r + 1]] = s[bounds[r] - 1]
+    return out
+
+
+def silence_gate(*, level_db: np.ndarray, gate_db: float, silence_db: float,
+                 dt: float) -> np.ndarray:
+    """The causal show's silence gate (pi/show/mapping.py ``ShowMapper``), over a whole song:
+    a peak hold falling at ``GATE_DECAY_DB_S``, against a reference that rises within a
+    second and falls over 30, open while the hold is within ``gate_db`` of the reference
+    (``GATE_HYST_DB`` more to reopen) and above ``silence_db``.
+
+    Parameters
+    ----------
+    level_db : np.ndarray [shape=(n,)]  each frame's RMS level in dBFS
+
+    Returns
+    -------
+    np.ndarray [shape=(n,)] bool
+    """
+    out = np.zeros(len(level_db), bool)
+    ref, hold, gate = silence_db + 20.0, silence_db, False
+    decay, up, down = GATE_DECAY_DB_S * dt, min(1.0, dt / 1.0), min(1.0, dt / 30.0)
+    for i, level in enumerate(np.asarray(level_db, np.float64).tolist()):
+        hold = max(level, hold - decay)
+        ref += (hold - ref) * (up if hold > ref else down)
+        gate = hold > max(ref + gate_db + (0.0 if gate else GATE_HYST_DB), silence_db)
+        out[i] = gate
+    return out
+
+
+def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.ndarray,
+                dt: float, gate_db: float, silence_db: float, min_hold_s: float = 0.0,
+                params: LookaheadParams = DEFAULT_LOOKAHEAD) -> Plan:
+    """A whole song's relay states and dimmer levels, planned with look-ahead (see the
+    module docstring).
+
+    Parameters
+    ----------
+    activations : np.ndarray [shape=(n, k)]  the encoder's (or the bands') activations
+    level_db : np.ndarray [shape=(n,)]  each frame's RMS level in dBFS
+    bands_db : np.ndarray [shape=(n, n_mels)]  each frame's mel power in dB
+    dt : float  seconds between frames
+    gate_db, silence_db : the silence gate's settings (pi/show/mapping.py ``MappingParams``)
+    min_hold_s : a hold the caller requires (the config's); the planner holds at least
+        ``params.hold_s``
+
+    Returns
+    -------
+    :class:`Plan`
+    """
+    acts = np.asarray(activations, np.float64)
+    n, k = acts.shape
+    if n == 0:
+        return Plan(np.zeros((0, k), bool), np.zeros((0, k)), np.zeros(0, int))
+    gate = silence_gate(level_db=level_db, gate_db=gate_db, silence_db=silence_db, dt=dt)
+    smooth = moving_average(x=acts, width=int(params.smooth_s / dt) | 1)
+    music = smooth[gate] if np.count_nonzero(gate) > 10 else smooth
+    z = (smooth - np.median(music, axis=0)) / (music.std(axis=0) + 1e-6)
+    onsets = pick_onsets(envelope=onset_strength(bands_db=bands_db), allowed=gate,
+                         ratio=params.onset_ratio,
+                         mean_frames=int(params.onset_mean_s / dt) | 1,
+                         shift_frames=params.onset_shift_frames)
+    states = snap_edges(want=z > 0, onsets=onsets, max_move=int(round(params.snap_s / dt)))
+    states &= gate[:, None]
+    hold = max(params.hold_s, min_hold_s)
+    states = merge_short_runs(states=states, min_frames=int(np.ceil(hold / dt - 1e-9)))
+    return Plan(states, _levels(states=states, z=z), onsets)
+
+
+def _levels(*, states: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Each on-run at the brightness of the z-score at its first frame."""
+    n = len(states)
+    start = states.copy()
+    start[1:] &= ~states[:-1]
+    first = np.maximum.accumulate(np.where(start, np.arange(n)[:, None], 0), axis=0)
+    latched = brightness(np.take_along_axis(z, first, axis=0))
+    return np.where(states, latched, 0.0)

@@ -1,0 +1,239 @@
+"""The look-ahead show (pi/show/lookahead.py), its plan cache (pi/show/plans.py), and where it plays:
+render's default, and the daemon's playlist and file sources."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pi.cli import main as cli
+from pi.show.bundle import shipped_bundle
+from pi.daemon.loop import Daemon
+from pi.show.features import frame_times, song_features
+from pi.show.lookahead import (LookaheadParams, merge_short_runs, onset_strength, pick_onsets,
+                          plan_states, snap_edges)
+from pi.outputs.base import MockOutput
+from pi.show.plans import PlanCache, Planner, plan_song, show_key
+from pi.offline.render import render_song
+from pi.show.pipeline import make_show
+from pi.config.load import Config
+from training.corpus.synth import synth_song
+
+RATE = 44100
+DT = 512 / RATE
+
+
+@pytest.fixture(scope="module")
+def songs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("songs")
+    y, _ = synth_song(seconds=8.0, seed=21, ending="hard_stop")
+    sf.write(d / "one.wav", y, RATE)
+    y, _ = synth_song(seconds=6.0, seed=22, ending="fade")
+    sf.write(d / "two.wav", y, RATE)
+    return d
+
+
+def _random_inputs(n=2000, k=8, seed=0):
+    rng = np.random.default_rng(seed)
+    acts = np.cumsum(rng.normal(size=(n, k)), axis=0)  # slow wanders: sections
+    bands = rng.normal(-40, 3, size=(n, 128))
+    bands[::20] += 15  # an onset every 20 frames
+    level = np.full(n, -20.0)
+    return acts, level, bands
+
+
+def _runs(states):
+    """Lengths of the runs between two changes, over all channels."""
+    out = []
+    for c in range(states.shape[1]):
+        ch = np.flatnonzero(states[1:, c] != states[:-1, c]) + 1
+        out += np.diff(ch).tolist()
+    return np.array(out)
+
+
+def test_edges_move_to_the_nearest_onset_in_reach_and_keep_their_order():
+    want = np.zeros((100, 3), bool)
+    want[30:60, 0] = True    # edges 30 and 60: onsets at 27 and 62
+    want[10:50, 1] = True    # no onset within 3 frames of 10 or 50: they stay
+    want[70:72, 2] = True    # edges 70 and 72 both snap to 71: they cancel
+    out = snap_edges(want=want, onsets=np.array([27, 62, 71]), max_move=3)
+    assert np.flatnonzero(np.diff(out[:, 0].astype(int))).tolist() == [26, 61]
+    assert np.flatnonzero(np.diff(out[:, 1].astype(int))).tolist() == [9, 49]
+    assert not out[:, 2].any()
+
+
+def test_plan_switches_on_onsets_holds_runs_and_is_deterministic():
+    acts, level, bands = _random_inputs()
+    params = LookaheadParams(onset_shift_frames=0)
+    plan = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT, gate_db=-14.0,
+                       silence_db=-60.0, params=params)
+    again = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT,
+                        gate_db=-14.0, silence_db=-60.0, params=params)
+    np.testing.assert_array_equal(plan.states, again.states)
+    np.testing.assert_array_equal(plan.levels, again.levels)
+    assert set(plan.onsets.tolist()) <= set(range(0, 2000, 20))  # the peaks, unshifted
+    changes = np.flatnonzero((plan.states[1:] != plan.states[:-1]).any(axis=1)) + 1
+    on_onset = np.isin(changes, plan.onsets)
+    assert on_onset.mean() > 0.9, f"{on_onset.mean():.2f} of the changes fall on onsets"
+    assert _runs(plan.states).min() >= np.ceil(params.hold_s / DT)
+    assert 0.2 < plan.states.mean() < 0.8  # half the time above the median, roughly
+    assert ((plan.levels > 0) == plan.states).all()
+
+
+def test_plan_is_all_off_in_silence_and_after_the_music():
+    acts, level, bands = _random_inputs()
+    level[800:1200] = -90.0   # a silent break
+    level[1700:] = -90.0      # and the end
+    plan = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT, gate_db=-14.0,
+                       silence_db=-60.0)
+    # The gate's peak hold falls 40 dB/s: from -20 dB it closes within a second (86 frames).
+    assert not plan.states[890:1200].any() and not plan.states[1790:].any()
+    assert plan.states[:800].any()
+
+
+def test_merge_short_runs_leaves_no_short_run():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 30, size=(60, 4))  # runs of 1 to 29 frames
+    states = np.stack([np.repeat(np.arange(60) % 2 == 1, lengths[:, c])[:500]
+                       for c in range(4)], axis=1)
+    out = merge_short_runs(states=states, min_frames=10)
+    assert len(_runs(states)) > len(_runs(out)) > 40
+    assert _runs(out).min() >= 10
+
+
+def test_onset_strength_agrees_with_the_judges(songs):
+    """The show's own onset strength (1024-sample frames, pi/show/lookahead.py) and the judge's
+    (pi/offline/metrics.py, librosa's definition at 2048 samples) move together: frame i is centred
+    on hop i + 1, and the judge shifts its values by 3 hops; its longer frames see a rise
+    a hop early or late, so the best match is at a shift of 2 or 3, and none elsewhere."""
+    from pi.audio.decode import read_song
+    from pi.offline.metrics import onset_strength as judge_onsets
+
+    y = read_song(songs / "one.wav")
+    show = make_show(mapper="bands")
+    _, bands = show.mapper.frame_signals(song_features(y))
+    ours = onset_strength(bands_db=bands)
+    judge = judge_onsets(y)
+    n = len(judge) - 8
+    corr = {s: np.corrcoef(ours[:n], judge[s:s + n])[0, 1] for s in range(1, 6)}
+    assert max(corr[2], corr[3]) > 0.7 and max(corr[1], corr[4], corr[5]) < 0.3, corr
+
+
+def test_pick_onsets_shifts_and_respects_the_gate():
+    env = np.zeros(200)
+    env[[50, 100, 150]] = 5.0
+    allowed = np.ones(200, bool)
+    allowed[90:110] = False
+    got = pick_onsets(envelope=env, allowed=allowed, ratio=1.5, mean_frames=41, shift_frames=3)
+    assert got.tolist() == [53, 153]
+
+
+def test_render_plays_the_look_ahead_show_by_default_and_the_causal_one_on_request(
+        songs, tmp_path, capsys):
+    song = songs / "one.wav"
+    paths = {kind: tmp_path / f"{kind}.csv" for kind in ("default", "causal")}
+    assert cli.main(["render", str(song), "--csv", str(paths["default"])]) == 0
+    assert "look-ahead" in capsys.readouterr().out
+    assert cli.main(["render", str(song), "--csv", str(paths["causal"]), "--causal"]) == 0
+    assert "causal" in capsys.readouterr().out
+    tables = {k: np.array(list(csv.reader(p.open()))[1:], float) for k, p in paths.items()}
+    show = make_show()
+    y = song_features(_read(song))
+    planned = show.plan(y, frame_times(len(y)))
+    np.testing.assert_array_equal(tables["default"][:, 1:9], planned.states)
+    causal = render_song(song, make_show())
+    np.testing.assert_array_equal(tables["causal"][:, 1:9], causal.states)
+    assert not np.array_equal(tables["default"][:, 1:9], tables["causal"][:, 1:9])
+
+
+def _read(path):
+    from pi.audio.decode import read_song
+
+    return read_song(path)
+
+
+def test_render_help_says_it_is_what_playlist_mode_plays(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["render", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exactly the show that playlist mode plays" in text and "--causal" in text
+
+
+def test_plan_cache_hits_misses_and_a_new_bundle_invalidates_it(songs, tmp_path):
+    song = tmp_path / "song.wav"
+    shutil.copy(songs / "two.wav", song)
+    bundle = tmp_path / "model"
+    shutil.copytree(shipped_bundle(), bundle)
+    show = make_show(model=bundle)
+    cache = PlanCache(tmp_path / "plans", show_digest=show_key(show))
+    assert cache.load(song) is None  # miss
+    plan = plan_song(song, show)
+    cache.store(song, plan)
+    got = cache.load(song)  # hit
+    np.testing.assert_array_equal(got.states, plan.states)
+    np.testing.assert_allclose(got.levels, plan.levels, atol=1e-6)
+    # A new bundle: same shape and name, different training.
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["trained_at"] = "another day"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    retrained = make_show(model=bundle)
+    assert retrained.name == show.name
+    assert PlanCache(tmp_path / "plans", show_digest=show_key(retrained)).load(song) is None
+    # A changed song (new contents, new mtime) is a miss too.
+    sf.write(song, np.zeros(RATE, np.float32), RATE)
+    assert cache.load(song) is None
+
+
+def _run_daemon(tmp_path, *songs_):
+    rec = tmp_path / "rec.jsonl"
+    config = Config.from_dict({"audio": {"source": "file", "playlist": [str(s) for s in songs_]},
+                               "outputs": {"enabled": ["mock"], "mock": {"record": str(rec)}}})
+    return Daemon(config), rec
+
+
+def test_the_daemon_plays_each_songs_plan_at_its_played_position(songs, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    one, two = songs / "one.wav", songs / "two.wav"
+    daemon, rec = _run_daemon(tmp_path, one, two)
+    assert daemon.run() == 0
+    sets = [r for r in MockOutput.read(rec) if r["event"] == "set"]
+    assert caplog.text.count("playing its look-ahead show") == 2
+    plan_one, plan_two = (render_song(s, make_show(), lookahead=True) for s in (one, two))
+    n_one = len(_read(one))
+    live = np.array([r["states"] for r in sets], bool)
+    first = len(plan_one.states)
+    np.testing.assert_array_equal(live[:first], plan_one.states)
+    # The second song starts between two of the stream's frames: each frame shows the plan's
+    # row in effect at its end, counted from the song's start.
+    ends = np.arange(first, len(live)) * 512 + 1024 - n_one
+    rows = (ends - 1024) // 512
+    expect = np.zeros((len(rows), 8), bool)
+    ok = rows >= 0
+    expect[ok] = plan_two.states[rows[ok]]
+    np.testing.assert_array_equal(live[first:], expect)
+
+
+def test_a_song_whose_plan_is_late_plays_the_causal_show(songs, tmp_path, caplog):
+    song = songs / "one.wav"
+    daemon, rec = _run_daemon(tmp_path, song)
+    release = threading.Event()
+
+    def never_in_time(path, show):
+        release.wait()
+        return plan_song(path, show)
+
+    daemon.planner = Planner(daemon.show, cache=None, plan=never_in_time)
+    daemon.source.wait_for_plans = False  # as a source that plays in real time
+    try:
+        assert daemon.run() == 0
+    finally:
+        release.set()
+    assert "no look-ahead plan ready in time; the causal show plays it" in caplog.text
+    live = np.array([r["states"] for r in MockOutput.read(rec) if r["event"] == "set"], bool)
+    np.testing.assert_array_equal(live, render_song(song, make_show()).states)
