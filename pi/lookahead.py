@@ -45,14 +45,6 @@ class LookaheadParams:
     onset_mean_s: float = 1.0       # the centred window of that local mean
     onset_shift_frames: int = 3     # frames from an onset's peak to the switch it causes
     hold_s: float = 0.11            # shortest run kept (the relay guard's 0.10 s and a margin)
-    # Blinks: on an onset this much stronger than onset_ratio, blinks_per_onset channels per
-    # unit of the excess briefly take the other state (off if on, on if off), back at the
-    # next onset at least hold_s and at most blink_max_s later. 0: no blinks.
-    blinks_per_onset: float = 0.0
-    blink_ratio: float = 1.5
-    blink_max_s: float = 0.5
-    blink_off_only: bool = False    # only channels that are on blink (off)
-    snap_strongest: bool = False    # edges go to the strongest onset in reach, not the nearest
 
 
 DEFAULT_LOOKAHEAD = LookaheadParams()
@@ -142,18 +134,15 @@ def pick_onsets(*, envelope: np.ndarray, allowed: np.ndarray, ratio: float,
     return idx[(idx >= 0) & (idx < len(env))]
 
 
-def snap_edges(*, want: np.ndarray, onsets: np.ndarray, max_move: int,
-               strength: np.ndarray | None = None) -> np.ndarray:
+def snap_edges(*, want: np.ndarray, onsets: np.ndarray, max_move: int) -> np.ndarray:
     """Move every on/off edge of ``want`` to the nearest onset within ``max_move`` frames
-    (or with ``strength``, to the strongest one there), or leave it; keeping each channel's
-    edges in order: an edge moved before the one preceding it goes to the same frame, where
-    the two cancel.
+    (or leave it), keeping each channel's edges in order: an edge moved before the one
+    preceding it goes to the same frame, where the two cancel.
 
     Parameters
     ----------
     want : np.ndarray [shape=(n, k)] bool
     onsets : np.ndarray [shape=(m,)] int, sorted frame indices
-    strength : np.ndarray [shape=(m,)] or None, each onset's strength
 
     Returns
     -------
@@ -166,16 +155,7 @@ def snap_edges(*, want: np.ndarray, onsets: np.ndarray, max_move: int,
     change = want[1:] != want[:-1]
     chan, row = np.nonzero(change.T)  # channel-major, so each channel's edges are in order
     edge = row + 1
-    if len(onsets) and len(edge) and strength is not None:
-        lo = np.searchsorted(onsets, edge - max_move)
-        hi = np.searchsorted(onsets, edge + max_move, side="right")
-        strength = np.asarray(strength, np.float64)
-        moved = edge.copy()
-        for e, (a, b) in enumerate(zip(lo.tolist(), hi.tolist())):
-            if b > a:
-                moved[e] = onsets[a + int(np.argmax(strength[a:b]))]
-        edge = moved
-    elif len(onsets) and len(edge):
+    if len(onsets) and len(edge):
         j = np.searchsorted(onsets, edge)
         before = onsets[np.maximum(j - 1, 0)]
         after = onsets[np.minimum(j, len(onsets) - 1)]
@@ -208,49 +188,6 @@ def merge_short_runs(*, states: np.ndarray, min_frames: int) -> np.ndarray:
         short = np.flatnonzero(np.diff(bounds) < min_frames)
         for r in short[short > 0].tolist():
             s[bounds[r]:bounds[r + 1]] = s[bounds[r] - 1]
-    return out
-
-
-def blink_on_onsets(*, states: np.ndarray, onsets: np.ndarray, strength: np.ndarray,
-                    own: np.ndarray, per_onset: float, min_strength: float, hold_frames: int,
-                    max_frames: int, off_only: bool = False) -> np.ndarray:
-    """Brief changes on strong onsets: at each onset, ``ceil((strength - min_strength) *
-    per_onset)`` channels take the other state until the next onset at least
-    ``hold_frames`` and at most ``max_frames`` later (else for ``hold_frames``); the
-    channels whose ``own`` rise is largest there go first, and only channels that do not
-    change within ``hold_frames`` either side of the blink.
-
-    Parameters
-    ----------
-    states : np.ndarray [shape=(n, k)] bool
-    onsets : np.ndarray [shape=(m,)] int, sorted frames
-    strength : np.ndarray [shape=(m,)]  each onset's strength
-    own : np.ndarray [shape=(n, k)]  how much each channel's part rises at each frame
-
-    Returns
-    -------
-    np.ndarray [shape=(n, k)] bool, a copy
-    """
-    out = np.array(states, bool)
-    n = len(out)
-    budgets = np.ceil((np.asarray(strength) - min_strength) * per_onset).astype(int)
-    for j in np.flatnonzero(budgets > 0).tolist():
-        i = int(onsets[j])
-        later = onsets[(onsets >= i + hold_frames) & (onsets <= i + max_frames)]
-        end = int(later[0]) if len(later) else i + hold_frames
-        lo, hi = max(0, i - hold_frames), min(n, end + hold_frames)
-        if end >= n:
-            continue
-        window = out[lo:hi]
-        free = (window == window[0]).all(axis=0)  # no change near the blink
-        if off_only:
-            free &= out[i]
-        if not free.any():
-            continue
-        rank = np.where(free, own[i], -np.inf)
-        for c in np.argsort(-rank)[:budgets[j]].tolist():
-            if free[c]:
-                out[i:end, c] = ~out[i, c]
     return out
 
 
@@ -313,24 +250,10 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
                          ratio=params.onset_ratio,
                          mean_frames=int(params.onset_mean_s / dt) | 1,
                          shift_frames=params.onset_shift_frames)
-    ratio = envelope / (moving_average(x=envelope, width=int(params.onset_mean_s / dt) | 1)
-                        + 1e-6)
-    peaks = onsets - params.onset_shift_frames
-    states = snap_edges(want=z > 0, onsets=onsets, max_move=int(round(params.snap_s / dt)),
-                        strength=ratio[peaks] if params.snap_strongest else None)
-    hold = max(params.hold_s, min_hold_s)
-    hold_frames = int(np.ceil(hold / dt - 1e-9))
-    if params.blinks_per_onset > 0 and len(onsets):
-        rise = np.zeros_like(acts)
-        rise[1:] = np.maximum(np.diff(acts, axis=0), 0.0) / (acts.std(axis=0) + 1e-6)
-        states = blink_on_onsets(states=states, onsets=onsets, strength=ratio[peaks],
-                                 own=np.roll(rise, params.onset_shift_frames, axis=0),
-                                 per_onset=params.blinks_per_onset,
-                                 min_strength=params.blink_ratio, hold_frames=hold_frames,
-                                 max_frames=int(params.blink_max_s / dt),
-                                 off_only=params.blink_off_only)
+    states = snap_edges(want=z > 0, onsets=onsets, max_move=int(round(params.snap_s / dt)))
     states &= gate[:, None]
-    states = merge_short_runs(states=states, min_frames=hold_frames)
+    hold = max(params.hold_s, min_hold_s)
+    states = merge_short_runs(states=states, min_frames=int(np.ceil(hold / dt - 1e-9)))
     return Plan(states, _levels(states=states, z=z), onsets)
 
 
