@@ -237,3 +237,17 @@ def test_a_song_whose_plan_is_late_plays_the_causal_show(songs, tmp_path, caplog
     assert "no look-ahead plan ready in time; the causal show plays it" in caplog.text
     live = np.array([r["states"] for r in MockOutput.read(rec) if r["event"] == "set"], bool)
     np.testing.assert_array_equal(live, render_song(song, make_show()).states)
+
+
+def test_the_plan_keeps_the_users_overrides(songs):
+    from pi.show.relay_rules import ChannelOverrides
+
+    y = song_features(_read(songs / "one.wav"))
+    times = frame_times(len(y))
+    plain = make_show(mapper="bands").plan(y, times)
+    over = ChannelOverrides(invert=(0,), always_on=(1,), always_off=(2,))
+    shown = make_show(mapper="bands", overrides=over).plan(y, times)
+    assert shown.states[:, 1].all() and not shown.states[:, 2].any()
+    # Inverted: on wherever the plan had it off (the switch limit may defer a few switches).
+    assert np.mean(shown.states[:, 0] == ~plain.states[:, 0]) > 0.95
+    np.testing.assert_array_equal(shown.states[:, 3:], plain.states[:, 3:])

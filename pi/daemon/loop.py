@@ -100,8 +100,10 @@ class Daemon:
                                   if self.show else 0, realtime=realtime, stop=self.stop)
         self.planner: Planner | None = None
         if self.show is not None and config.audio.source in ("playlist", "file"):
-            self.planner = Planner(self.show, cache=PlanCache(
-                default_cache_dir(), show_digest=show_key(self.show)))
+            # Its own show: the planner thread must share no buffers with this loop's.
+            planned = show_from_config(config)
+            self.planner = Planner(planned, cache=PlanCache(
+                default_cache_dir(), show_digest=show_key(planned)))
         self.frames = 0
         self._t_next = 0.0  # show time where a reopened source carries on
         self._ready = False

@@ -245,7 +245,8 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     smooth = moving_average(x=acts, width=int(params.smooth_s / dt) | 1)
     music = smooth[gate] if np.count_nonzero(gate) > 10 else smooth
     z = (smooth - np.median(music, axis=0)) / (music.std(axis=0) + 1e-6)
-    onsets = pick_onsets(envelope=onset_strength(bands_db=bands_db), allowed=gate,
+    envelope = onset_strength(bands_db=bands_db)
+    onsets = pick_onsets(envelope=envelope, allowed=gate,
                          ratio=params.onset_ratio,
                          mean_frames=int(params.onset_mean_s / dt) | 1,
                          shift_frames=params.onset_shift_frames)

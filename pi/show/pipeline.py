@@ -67,14 +67,13 @@ class Show:
         acts = self.activations(frames_db)
         mapper = self.mapper
         level, bands = mapper.frame_signals(frames_db)
-        states, levels, self.planned_onsets = plan_states(activations=acts, level_db=level, bands_db=bands,
-                                     dt=mapper.dt, gate_db=mapper.params.gate_db,
-                                     silence_db=mapper.params.silence_db,
-                                     min_hold_s=mapper.hold_s, params=params)
-        overrides = mapper.overrides
-        if overrides.invert or overrides.always_on or overrides.always_off:
-            states = np.array([overrides.states(row) for row in states]).reshape(states.shape)
-            levels = np.array([overrides.levels(row) for row in levels]).reshape(levels.shape)
+        states, levels, self.planned_onsets = plan_states(
+            activations=acts, level_db=level, bands_db=bands, dt=mapper.dt,
+            gate_db=mapper.params.gate_db, silence_db=mapper.params.silence_db,
+            min_hold_s=mapper.hold_s, params=params)
+        # The overrides index a frame's channels along axis 0: channels-first, all at once.
+        states = mapper.overrides.states(states.T).T
+        levels = mapper.overrides.levels(levels.T).T
         if self.guard:
             guard = ToggleGuard(self.n_channels, max_per_s=self.guard.max_per_s,
                                 hold_s=self.guard.hold_s)
