@@ -205,8 +205,8 @@ def train_autoencoder(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val
                       y_val: np.ndarray, *, bottleneck: int = 8, epochs: int = 40,
                       batch_frames: int = 512, context: int = 2,
                       reconstruction_weight: float = 1.0, timbre_weight: float = 1.0,
-                      decorrelation: float = 0.0, patience: int = 4, seed: int = 0,
-                      verbose: int = 0) -> TrainResult:
+                      decorrelation: float = 0.0, decoder_units: int = 256, patience: int = 4,
+                      seed: int = 0, verbose: int = 0) -> TrainResult:
     """Train on sequences of normalised frames ``[shape=(n, length, 513)]`` with their timbre
     targets ``[shape=(n, length, 20)]`` (:func:`song_sequences`), stopping early on the
     validation loss."""
@@ -218,7 +218,7 @@ def train_autoencoder(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val
     length = x_train.shape[1]
     encoder = ENCODERS[kind](x_train.shape[2], bottleneck=bottleneck)
     model = build_trainer(encoder, length=length, context=context, n_timbre=y_train.shape[2],
-                          decorrelation=decorrelation)
+                          decorrelation=decorrelation, decoder_units=decoder_units)
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss={"timbre": "mse", "reconstruction": "mse"},
                   loss_weights={"timbre": timbre_weight,
