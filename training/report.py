@@ -80,13 +80,14 @@ def plot_losses(path: Path, *, histories: dict[str, dict], pca_mse: float) -> No
     fig, ax = plt.subplots(figsize=(10, 5))
     ax.axhline(pca_mse, color="black", ls=":", label=f"PCA-8 validation ({pca_mse:.3f})")
     for i, (label, hist) in enumerate(histories.items()):
-        color = f"C{i}"
-        ax.plot(np.arange(1, len(hist["loss"]) + 1), hist["loss"], color=color,
-                label=f"{label} training")
-        ax.plot(np.arange(1, len(hist["val_loss"]) + 1), hist["val_loss"], color=color,
-                ls="--", label=f"{label} validation")
+        for key, head, ls in (("reconstruction_loss", "reconstruction", "-"),
+                              ("timbre_loss", "timbre", ":")):
+            for prefix, split, alpha in (("", "training", 0.5), ("val_", "validation", 1.0)):
+                values = hist.get(prefix + key, [])
+                ax.plot(np.arange(1, len(values) + 1), values, color=f"C{i}", ls=ls,
+                        alpha=alpha, label=f"{label} {head} ({split})")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (standardised dB; training loss is on MixUp frames)")
+    ax.set_ylabel("MSE (standardised dB frames; standardised timbre coefficients)")
     ax.set_yscale("log")
     ax.set_title("Autoencoder loss curves")
     ax.legend()
@@ -130,8 +131,10 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;t
 img{{max-width:100%;border:1px solid #eee}}</style></head><body>
 <h1>{html.escape(title)}</h1><ul>{items}</ul>
 <h2>Evaluation on held-out songs</h2>{_table(results)}
-<p>Columns: the exported models, then the ablations (MixUp; no auxiliary decorrelation loss;
-the seed blog's architecture) and LightShowPi-style bands through the same mapping.</p>
+<p>Columns: the exported models, then the ablations (the old objective, reconstruction only;
+no temporal context in the decoder; no auxiliary decorrelation loss) and LightShowPi-style
+bands through the same mapping. mse/pca compares the reconstruction head (frame t from the
+codes of its neighbours too) with PCA-8 of frame t alone.</p>
 {body}</body></html>"""
     index = out_dir / "index.html"
     index.write_text(page)

@@ -40,13 +40,6 @@ def pca_mse(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> float:
     return float(np.mean((code @ components + mean - x) ** 2))
 
 
-def _subsample(frames: list[np.ndarray], max_frames: int) -> np.ndarray:
-    # Neighbouring frames overlap by half, so an even stride loses little and bounds time.
-    x = np.concatenate(frames)
-    step = max(1, int(np.ceil(len(x) / max_frames)))
-    return x[::step]
-
-
 @dataclass
 class Corpus:
     """Step 1's result: the songs with their features, and what the manifest says of them."""
@@ -74,10 +67,13 @@ class Trimmed:
 
 @dataclass
 class Data:
-    """Step 3's input: normalised frames, the PCA baseline, and the validation songs."""
+    """Step 3's input: runs of consecutive normalised frames ``[shape=(n, length, 513)]`` with
+    their timbre targets, the PCA baseline, and the validation songs."""
 
     x_train: np.ndarray
+    y_train: np.ndarray
     x_val: np.ndarray
+    y_val: np.ndarray
     norm: tuple
     pca: tuple
     mse_pca: float
@@ -131,22 +127,32 @@ def trim_endings(songs, *, annotations, seed: int) -> Trimmed:
     return Trimmed(detector, end_report, trim_report, train, val, train_frames, val_frames)
 
 
-def prepare_data(t: Trimmed, *, max_frames: int, bottleneck: int) -> Data:
-    """Normalised training and validation frames, the PCA baseline, the validation audio
-    and, where known, its stems (the demo corpus, MIDI renders) for stemF."""
-    x_train_db = _subsample(t.train_frames, max_frames)
-    x_val_db = _subsample(t.val_frames, max_frames // 4)
-    norm = fit_normalisation(x_train_db)
-    x_train = normalise(x_train_db, mean=norm[0], std=norm[1])
-    x_val = normalise(x_val_db, mean=norm[0], std=norm[1])
-    pca = fit_pca(x_train, k=bottleneck)
-    mse_pca = pca_mse(x_val, *pca)
+def prepare_data(t: Trimmed, *, max_frames: int, bottleneck: int, length: int,
+                 seed: int = 0) -> Data:
+    """Runs of normalised training and validation frames with their timbre targets (each
+    song's own, over the whole trimmed song), the PCA baseline on the same frames, the
+    validation audio and, where known, its stems (the demo corpus, MIDI renders) for stemF."""
+    from training.models.autoencoders import song_sequences, timbre_targets
+
+    # Neighbouring frames overlap by half, so an even stride loses little and bounds time.
+    stride = max(1, int(np.ceil(sum(map(len, t.train_frames)) / max_frames)))
+    norm = fit_normalisation(np.concatenate([f[::stride] for f in t.train_frames]))
+
+    def sequences(frames, limit, seed):
+        songs = [(normalise(f, mean=norm[0], std=norm[1]), timbre_targets(f)) for f in frames
+                 if len(f) >= length]
+        return song_sequences(songs, length=length, max_frames=limit, seed=seed)
+
+    x_train, y_train = sequences(t.train_frames, max_frames, seed)
+    x_val, y_val = sequences(t.val_frames, max_frames // 4, seed + 1)
+    pca = fit_pca(x_train.reshape(-1, x_train.shape[-1]), k=bottleneck)
+    mse_pca = pca_mse(x_val.reshape(-1, x_val.shape[-1]), *pca)
     val_audio = {Path(s.path).name: read_song(s.path) for s in t.val}
     val_stems = {Path(s.path).name: load_stems(sidecar(s.path)) for s in t.val
                  if sidecar(s.path).is_file()}
-    print(f"PCA-{bottleneck} validation MSE {mse_pca:.4f}; training on {len(x_train)} "
-          f"frames, validating on {len(x_val)}")
-    return Data(x_train, x_val, norm, pca, mse_pca, val_audio, val_stems)
+    print(f"PCA-{bottleneck} validation MSE {mse_pca:.4f}; training on {x_train[..., 0].size} "
+          f"frames, validating on {x_val[..., 0].size}")
+    return Data(x_train, y_train, x_val, y_val, norm, pca, mse_pca, val_audio, val_stems)
 
 
 def train_candidates(args, data: Data, params) -> tuple[dict, dict]:
@@ -157,14 +163,15 @@ def train_candidates(args, data: Data, params) -> tuple[dict, dict]:
 
     results, candidates, references = {}, {}, {}
 
-    def train_and_score(label, kind, x_tr, epochs, **cfg):
-        res = train_autoencoder(kind, x_tr, data.x_val, bottleneck=args.bottleneck,
-                                epochs=epochs, seed=args.seed, **cfg)
-        predicted = np.asarray(res.model.predict(data.x_val, verbose=0))
-        mse = float(np.mean((predicted - data.x_val) ** 2))
+    def train_and_score(label, kind, x_tr, y_tr, epochs, **cfg):
+        res = train_autoencoder(kind, x_tr, y_tr, data.x_val, data.y_val,
+                                bottleneck=args.bottleneck, epochs=epochs, seed=args.seed,
+                                **cfg)
+        mse = float(np.mean((res.reconstruct(data.x_val) - data.x_val) ** 2))
         specs_weights = export_encoder(res.encoder)
         enc = NumpyEncoder(*specs_weights, n_inputs=params.n_bins)
-        mapping = MappingParams.calibrate(enc(x_tr[:: max(1, len(x_tr) // 50000)]))
+        frames = x_tr.reshape(-1, x_tr.shape[-1])
+        mapping = MappingParams.calibrate(enc(frames[:: max(1, len(frames) // 50000)]))
         make = candidate_show(enc, data.norm, mapping, params)
         metrics = evaluate_audio(data.val_audio, make, references=references,
                                  stems=data.val_stems)
@@ -174,20 +181,21 @@ def train_candidates(args, data: Data, params) -> tuple[dict, dict]:
         candidates[label] = (res, specs_weights, mapping, make)
         _print_row(label, results[label])
 
+    base = dict(decorrelation=args.decorrelation, context=args.context,
+                reconstruction_weight=args.reconstruction_weight)
     for kind in ("dense", "conv"):
-        train_and_score(kind, kind, data.x_train, args.epochs, decorrelation=args.decorrelation,
-                        mixup_alpha=args.mixup_alpha)
+        train_and_score(kind, kind, data.x_train, data.y_train, args.epochs, **base)
     if args.ablations:
         # Ablations on a quarter of the frames and a third of the epochs, each against the
         # same smaller baseline, so that all four cost about a third of a full training.
-        small, epochs = data.x_train[::4], max(1, args.epochs // 3)
-        base = dict(decorrelation=args.decorrelation, mixup_alpha=args.mixup_alpha)
+        small, epochs = (data.x_train[::4], data.y_train[::4]), max(1, args.epochs // 3)
         for label, kind, cfg in (
                 ("ablation: baseline", "dense", base),
-                ("ablation: no MixUp", "dense", dict(base, mixup_alpha=0.0)),
-                ("ablation: no aux loss", "dense", dict(base, decorrelation=0.0)),
-                ("ablation: seed architecture", "seed", {})):
-            train_and_score(label, kind, small, epochs, **cfg)
+                ("ablation: reconstruction only", "dense",
+                 dict(base, timbre_weight=0.0, reconstruction_weight=1.0)),
+                ("ablation: no temporal context", "dense", dict(base, context=0)),
+                ("ablation: no aux loss", "dense", dict(base, decorrelation=0.0))):
+            train_and_score(label, kind, *small, epochs, **cfg)
     results["bands (LightShowPi-style)"] = evaluate_audio(
         data.val_audio, lambda: BandsShow(n_channels=args.bottleneck), references=references,
         stems=data.val_stems)["mean"]
@@ -223,7 +231,10 @@ def export(args, *, c: Corpus, t: Trimmed, data: Data, results: dict, candidates
         "provenance": {"trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "host": platform.node(), "python": platform.python_version(),
                        "seed": args.seed, "epochs_max": args.epochs,
-                       "max_frames": args.max_frames, "train_seconds_total": round(seconds, 1)},
+                       "max_frames": args.max_frames, "sequence_length": args.sequence_length,
+                       "context": args.context, "decorrelation": args.decorrelation,
+                       "reconstruction_weight": args.reconstruction_weight,
+                       "train_seconds_total": round(seconds, 1)},
     }
     exports = []
     for label, suffix in (("dense", ""), ("conv", "-conv")):
@@ -251,7 +262,8 @@ def run(args) -> dict:
     params = DEFAULT_PARAMS
     c = load_corpus(args, params)
     t = trim_endings(c.songs, annotations=c.annotations, seed=args.seed)
-    data = prepare_data(t, max_frames=args.max_frames, bottleneck=args.bottleneck)
+    data = prepare_data(t, max_frames=args.max_frames, bottleneck=args.bottleneck,
+                        length=args.sequence_length, seed=args.seed)
     results, candidates = train_candidates(args, data, params)
     total = time.perf_counter() - t_start
     exported = export(args, c=c, t=t, data=data, results=results, candidates=candidates,
@@ -322,8 +334,15 @@ def main(argv=None) -> int:
     # minutes on 2 cores, features included.
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--max-frames", type=int, default=50_000)
-    ap.add_argument("--mixup-alpha", type=float, default=0.2)
     ap.add_argument("--decorrelation", type=float, default=0.1)
+    ap.add_argument("--context", type=int, default=4,
+                    help="the training-only decoder rebuilds frame t from the codes of frames "
+                         "t-N..t+N (default: %(default)s)")
+    ap.add_argument("--reconstruction-weight", type=float, default=1.0,
+                    help="weight of the reconstruction loss beside the timbre loss's 1 "
+                         "(default: %(default)s)")
+    ap.add_argument("--sequence-length", type=int, default=32,
+                    help="consecutive frames per training example (default: %(default)s)")
     ap.add_argument("--demo-songs", type=int, default=12)
     ap.add_argument("--no-ablations", dest="ablations", action="store_false")
     ap.add_argument("--seed", type=int, default=0)

@@ -1,8 +1,21 @@
-"""Keras 3 autoencoders with an n-unit bottleneck, and their export to the numpy encoder.
+"""Keras 3 encoders with an n-unit bottleneck, the models that train them, and their export.
 
-Models are built by functions with the functional API. The bottleneck layer is always named
-``bottleneck``; the encoder is the sub-model ending at ``model.get_layer("bottleneck").output``
-(Keras's own API: keract does not work with Keras 3).
+The encoder (frames -> codes, one frame at a time) is what the Pi runs. It is trained inside
+a model that sees *sequences* of consecutive frames ``[shape=(n, length, 513)]`` and has two
+training-only heads (issue 8):
+
+- ``timbre``: each frame's own code predicts :func:`timbre_targets`, 20 MFCC-like
+  coefficients standardised over the song. Why: reconstructing 513 dB bins spends the
+  bottleneck on loudness and spectral tilt; predicting timbre makes the codes follow what
+  sounds, so the lights repeat when the music repeats (duty ssm ceiling on held-out songs
+  0.46 -> about 0.8).
+- ``reconstruction``: frame ``t`` is decoded from the codes of frames ``t - context`` ..
+  ``t + context`` (a Conv1D over time). Why: neighbouring frames overlap by half, so their
+  codes together say much more about frame t than its own 8 numbers; the decoder is not
+  shipped, so this context costs nothing on the Pi.
+
+The bottleneck layer is always named ``bottleneck`` inside the encoder sub-model named
+``encoder`` (:func:`encoder_of`).
 """
 from __future__ import annotations
 
@@ -11,16 +24,82 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
+from functools import lru_cache  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
+from pi.show.features import DEFAULT_PARAMS, FeatureParams, mel_basis  # noqa: E402
+
+N_TIMBRE = 20
+
+
+@lru_cache(maxsize=4)
+def _timbre_basis(n_bins: int, sr: int, n_fft: int, n_coefficients: int):
+    mel = mel_basis(sr=sr, n_fft=n_fft).astype(np.float32)
+    n_mels = len(mel)
+    k = np.arange(n_coefficients)[:, None]
+    dct = np.cos(np.pi * k * (2 * np.arange(n_mels)[None, :] + 1) / (2 * n_mels))
+    dct *= np.sqrt(2.0 / n_mels)
+    dct[0] /= np.sqrt(2.0)  # orthonormal DCT-II, as librosa's MFCCs use
+    return mel.T.copy(), dct.T
+
+
+def timbre_targets(frames_db: np.ndarray, *, n_coefficients: int = N_TIMBRE,
+                   params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
+    """One song's dB frames ``[shape=(n_frames, 513)]`` -> its timbre
+    ``[shape=(n_frames, n_coefficients)]``: MFCC-like coefficients (the DCT-II of the mel bands
+    in dB), each standardised over the song. The training objective of every candidate.
+
+    Standardising per song (as the ssmCorr metric does) leaves what changes *within* a song:
+    sections, instruments; not the song's overall colour, which a light show cannot show.
+    """
+    frames_db = np.asarray(frames_db, np.float32)
+    if frames_db.ndim != 2 or frames_db.shape[1] != params.n_bins:
+        raise ValueError(f"timbre_targets: expected frames [shape=(n_frames, {params.n_bins})],"
+                         f" found shape {frames_db.shape}")
+    mel_t, dct_t = _timbre_basis(params.n_bins, params.sample_rate, params.n_fft,
+                                 n_coefficients)
+    mel_power = (10.0 ** (frames_db / 10.0)) @ mel_t
+    # float64 from here: a coefficient is a sum of 128 terms near -60 dB, and within a steady
+    # song its spread can be small enough for float32 rounding to show after standardising.
+    mel_db = 10.0 * np.log10(np.maximum(mel_power.astype(np.float64), 1e-10))
+    coef = mel_db @ dct_t
+    coef -= coef.mean(axis=0)
+    coef /= coef.std(axis=0) + 1e-6
+    return coef.astype(np.float32)
+
+
+def song_sequences(songs: list[tuple[np.ndarray, np.ndarray]], *, length: int,
+                   max_frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per song ``(normalised frames, timbre targets)`` -> non-overlapping runs of ``length``
+    consecutive frames ``[shape=(n, length, 513)]`` and their targets, at most ``max_frames``
+    frames in all (an even pick over the runs of every song, so every song counts)."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for frames, targets in songs:
+        n = len(frames) // length
+        if n == 0:
+            continue
+        start = int(rng.integers(0, len(frames) - n * length + 1))
+        end = start + n * length
+        xs.append(frames[start:end].reshape(n, length, -1))
+        ys.append(targets[start:end].reshape(n, length, -1))
+    if not xs:
+        raise ValueError(f"song_sequences: expected a song of at least {length} frames, "
+                         f"found none")
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    step = max(1, int(np.ceil(len(x) * length / max_frames)))
+    return x[::step], y[::step]
+
 
 @keras.saving.register_keras_serializable(package="lightshow")
 class Decorrelation(layers.Layer):
-    """Identity layer adding ``weight * mean(offdiag(corr(bottleneck))**2)`` as a loss.
+    """Identity layer adding ``weight * mean(offdiag(corr(codes))**2)`` as a loss, over all
+    frames of the batch (any leading axes).
 
     Why: channels that move together make a dull show (the seed's 1.00 corr_max); pushing the
     bottleneck units apart spreads the music over all 8 lights.
@@ -32,11 +111,12 @@ class Decorrelation(layers.Layer):
 
     def call(self, x):
         if self.weight > 0:
-            xc = x - ops.mean(x, axis=0, keepdims=True)
-            cov = ops.matmul(ops.transpose(xc), xc) / ops.cast(ops.shape(x)[0], x.dtype)
+            n = ops.shape(x)[-1]
+            flat = ops.reshape(x, (-1, n))
+            xc = flat - ops.mean(flat, axis=0, keepdims=True)
+            cov = ops.matmul(ops.transpose(xc), xc) / ops.cast(ops.shape(flat)[0], x.dtype)
             d = ops.sqrt(ops.diagonal(cov) + 1e-6)
             corr = cov / (d[:, None] * d[None, :])
-            n = ops.shape(x)[1]
             off = corr * (1.0 - ops.eye(n, dtype=x.dtype))
             self.add_loss(self.weight * ops.sum(off * off) / ops.cast(n * (n - 1), x.dtype))
         return x
@@ -45,43 +125,31 @@ class Decorrelation(layers.Layer):
         return {**super().get_config(), "weight": self.weight}
 
 
-def build_seed_dense(n_inputs: int = 513, *, bottleneck: int = 8) -> keras.Model:
-    """The seed blog's autoencoder, kept as the starting point and for comparison."""
+def build_seed_encoder(n_inputs: int = 513, *, bottleneck: int = 8) -> keras.Model:
+    """The seed blog's encoder (a 16-unit tanh funnel), kept for the ablation."""
     inputs = keras.Input((n_inputs,), name="frames")
     x = layers.Dropout(0.2)(inputs)
     for units in (128, 64, 32, 16):
         x = layers.Dense(units, activation="tanh")(x)
     code = layers.Dense(bottleneck, activation="tanh", name="bottleneck")(x)
-    x = code
-    for units in (16, 32, 64, 128):
-        x = layers.Dense(units, activation="tanh")(x)
-    outputs = layers.Dense(n_inputs, name="reconstruction")(x)
-    return keras.Model(inputs, outputs, name="seed_dense")
+    return keras.Model(inputs, code, name="encoder")
 
 
-def build_dense(n_inputs: int = 513, *, bottleneck: int = 8, hidden=(256, 64),
-                dropout: float = 0.05, decorrelation: float = 0.0) -> keras.Model:
-    """Our dense autoencoder.
-
-    Changes from the seed, each for a reason: standardised (not min-max) inputs, so every bin
-    counts; wider silu layers, since a 16-unit tanh funnel loses information; a linear
-    bottleneck, since tanh units saturate (on Wesnoth, 10 epochs: 0.91 x PCA-8's MSE
-    against 0.98 with tanh); light dropout on the input only; a linear decoder output.
-    """
+def build_dense_encoder(n_inputs: int = 513, *, bottleneck: int = 8, hidden=(256, 64),
+                        dropout: float = 0.05) -> keras.Model:
+    """Standardised (not min-max) inputs, so every bin counts; wide silu layers, since a
+    16-unit tanh funnel loses information; a linear bottleneck, since tanh units saturate;
+    light dropout on the input only."""
     inputs = keras.Input((n_inputs,), name="frames")
     x = layers.Dropout(dropout)(inputs) if dropout else inputs
     for units in hidden:
         x = layers.Dense(units, activation="silu")(x)
     code = layers.Dense(bottleneck, activation="linear", name="bottleneck")(x)
-    x = Decorrelation(decorrelation, name="decorrelation")(code)
-    for units in reversed(hidden):
-        x = layers.Dense(units, activation="silu")(x)
-    outputs = layers.Dense(n_inputs, name="reconstruction")(x)
-    return keras.Model(inputs, outputs, name="dense")
+    return keras.Model(inputs, code, name="encoder")
 
 
-def build_conv(n_inputs: int = 513, *, bottleneck: int = 8, filters=(16, 32),
-               decorrelation: float = 0.0) -> keras.Model:
+def build_conv_encoder(n_inputs: int = 513, *, bottleneck: int = 8,
+                       filters=(16, 32)) -> keras.Model:
     """Conv1D over the frequency axis of one frame: no look-ahead, so no added latency."""
     inputs = keras.Input((n_inputs,), name="frames")
     x = layers.Reshape((n_inputs, 1))(inputs)
@@ -90,44 +158,35 @@ def build_conv(n_inputs: int = 513, *, bottleneck: int = 8, filters=(16, 32),
     x = layers.Flatten()(x)
     x = layers.Dense(64, activation="silu")(x)
     code = layers.Dense(bottleneck, activation="linear", name="bottleneck")(x)
-    x = Decorrelation(decorrelation, name="decorrelation")(code)
-    x = layers.Dense(64, activation="silu")(x)
-    x = layers.Dense(256, activation="silu")(x)
-    outputs = layers.Dense(n_inputs, name="reconstruction")(x)
-    return keras.Model(inputs, outputs, name="conv")
+    return keras.Model(inputs, code, name="encoder")
 
 
-BUILDERS = {"seed": build_seed_dense, "dense": build_dense, "conv": build_conv}
+ENCODERS = {"seed": build_seed_encoder, "dense": build_dense_encoder,
+            "conv": build_conv_encoder}
+
+
+def build_trainer(encoder: keras.Model, *, length: int, context: int = 2,
+                  n_timbre: int = N_TIMBRE, decorrelation: float = 0.0,
+                  decoder_units: int = 256) -> keras.Model:
+    """The training model around ``encoder``: sequences ``[shape=(n, length, 513)]`` ->
+    ``{"timbre": (n, length, n_timbre), "reconstruction": (n, length, 513)}``."""
+    n_inputs = encoder.input.shape[-1]
+    frames = keras.Input((length, n_inputs), name="frames")
+    codes = layers.TimeDistributed(encoder, name="frames_to_codes")(frames)
+    codes = Decorrelation(decorrelation, name="decorrelation")(codes)
+    t = layers.Dense(64, activation="silu")(codes)
+    timbre = layers.Dense(n_timbre, name="timbre")(t)
+    # Frame t from the codes of frames t - context .. t + context ("same": zeros past the ends).
+    r = layers.Conv1D(decoder_units, 2 * context + 1, padding="same", activation="silu")(codes)
+    r = layers.Dense(decoder_units, activation="silu")(r)
+    reconstruction = layers.Dense(n_inputs, name="reconstruction")(r)
+    return keras.Model(frames, {"timbre": timbre, "reconstruction": reconstruction},
+                       name=f"{encoder.name}_trainer")
 
 
 def encoder_of(model: keras.Model) -> keras.Model:
-    return keras.Model(model.input, model.get_layer("bottleneck").output,
-                       name=f"{model.name}_encoder")
-
-
-class MixUpBatches(keras.utils.PyDataset):
-    """Batches of frames mixed with λ ~ Beta(α, α); the target is the same mix."""
-
-    def __init__(self, x: np.ndarray, *, batch_size: int, alpha: float, seed: int = 0,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.x, self.batch_size, self.alpha = x, batch_size, alpha
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(x))
-
-    def __len__(self):
-        return int(np.ceil(len(self.x) / self.batch_size))
-
-    def __getitem__(self, i):
-        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-        a = self.x[idx]
-        b = self.x[self.rng.integers(0, len(self.x), len(idx))]
-        lam = self.rng.beta(self.alpha, self.alpha, (len(idx), 1)).astype(np.float32)
-        mixed = lam * a + (1 - lam) * b
-        return mixed, mixed
-
-    def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.x))
+    """The per-frame encoder inside a trainer (also after ``keras.saving.load_model``)."""
+    return model.get_layer("frames_to_codes").layer
 
 
 @dataclass
@@ -137,33 +196,42 @@ class TrainResult:
     history: dict = field(default_factory=dict)
     seconds: float = 0.0
 
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """Sequences ``[shape=(n, length, 513)]`` -> their reconstruction, same shape."""
+        return np.asarray(self.model.predict(x, verbose=0, batch_size=64)["reconstruction"])
 
-def train_autoencoder(kind: str, x_train: np.ndarray, x_val: np.ndarray, *,
-                      bottleneck: int = 8, epochs: int = 40, batch_size: int = 512,
-                      mixup_alpha: float = 0.0, decorrelation: float = 0.0,
-                      patience: int = 4, seed: int = 0, verbose: int = 0) -> TrainResult:
-    """Train on normalised frames ``[shape=(n, 513)]`` with early stopping on validation."""
-    import time
 
+def train_autoencoder(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                      y_val: np.ndarray, *, bottleneck: int = 8, epochs: int = 40,
+                      batch_frames: int = 512, context: int = 2,
+                      reconstruction_weight: float = 1.0, timbre_weight: float = 1.0,
+                      decorrelation: float = 0.0, decoder_units: int = 256, patience: int = 4,
+                      seed: int = 0, verbose: int = 0) -> TrainResult:
+    """Train on sequences of normalised frames ``[shape=(n, length, 513)]`` with their timbre
+    targets ``[shape=(n, length, 20)]`` (:func:`song_sequences`), stopping early on the
+    validation loss."""
+    if x_train.ndim != 3 or y_train.shape[:2] != x_train.shape[:2]:
+        raise ValueError(f"train_autoencoder: expected sequences [shape=(n, length, bins)] and "
+                         f"targets [shape=(n, length, k)], found {x_train.shape} and "
+                         f"{y_train.shape}")
     keras.utils.set_random_seed(seed)
-    kwargs = {"bottleneck": bottleneck}
-    if kind != "seed":
-        kwargs["decorrelation"] = decorrelation
-    model = BUILDERS[kind](x_train.shape[1], **kwargs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    length = x_train.shape[1]
+    encoder = ENCODERS[kind](x_train.shape[2], bottleneck=bottleneck)
+    model = build_trainer(encoder, length=length, context=context, n_timbre=y_train.shape[2],
+                          decorrelation=decorrelation, decoder_units=decoder_units)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss={"timbre": "mse", "reconstruction": "mse"},
+                  loss_weights={"timbre": timbre_weight,
+                                "reconstruction": reconstruction_weight})
     stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
     reduce = keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=2)
     t0 = time.perf_counter()
-    if mixup_alpha > 0:
-        data = MixUpBatches(x_train, batch_size=batch_size, alpha=mixup_alpha, seed=seed)
-        hist = model.fit(data, validation_data=(x_val, x_val), epochs=epochs,
-                         callbacks=[stop, reduce], verbose=verbose)
-    else:
-        hist = model.fit(x_train, x_train, validation_data=(x_val, x_val), epochs=epochs,
-                         batch_size=batch_size, shuffle=True, callbacks=[stop, reduce],
-                         verbose=verbose)
+    hist = model.fit(x_train, {"timbre": y_train, "reconstruction": x_train},
+                     validation_data=(x_val, {"timbre": y_val, "reconstruction": x_val}),
+                     epochs=epochs, batch_size=max(1, batch_frames // length), shuffle=True,
+                     callbacks=[stop, reduce], verbose=verbose)
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
-    return TrainResult(model, encoder_of(model), history, time.perf_counter() - t0)
+    return TrainResult(model, encoder, history, time.perf_counter() - t0)
 
 
 def export_encoder(encoder: keras.Model) -> tuple[list[dict], dict[str, np.ndarray]]:
