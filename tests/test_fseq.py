@@ -15,8 +15,9 @@ import pytest
 import soundfile as sf
 
 from pi.cli import main as cli
+from pi.files import atomic_write
 from pi.offline.fseq import FseqError, block_plan, fseq_bytes, parse_fseq, read_fseq
-from pi.offline.render import (Timeline, atomic_output, n_steps, render_song, step_frames,
+from pi.offline.render import (Timeline, n_steps, render_song, step_frames,
                        write_xtiming)
 from pi.show.pipeline import make_show
 from tests.helpers import modules_after
@@ -273,7 +274,7 @@ def test_a_failed_render_leaves_the_old_file_and_no_temporary_file(songs, tmp_pa
     assert cli.main(["render", str(songs / "broken.wav"), "--fseq", str(out)]) == 1
     assert out.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [out]
     with pytest.raises(RuntimeError):
-        with atomic_output(out) as f:
+        with atomic_write(out) as f:
             f.write(b"half")
             raise RuntimeError("interrupted")
     assert out.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [out]

@@ -134,7 +134,11 @@ def test_an_exception_in_the_show_ends_all_off(song, tmp_path, monkeypatch):
             raise RuntimeError("a bug in the show")
         return real(self, frames, times)
 
+    def no_plan(self, *args, **kwargs):
+        raise RuntimeError("no look-ahead plan")  # so the causal show plays the song
+
     monkeypatch.setattr(Show, "process", failing)
+    monkeypatch.setattr(Show, "plan", no_plan)
     rec = tmp_path / "rec.jsonl"
     with pytest.raises(RuntimeError, match="a bug in the show"):
         cli.main(["run", "--source", "file", "--output", "mock", "--mapper", "bands",

@@ -7,9 +7,7 @@ an interrupted render never leaves a half-written file behind.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -17,6 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from pi.audio.decode import iter_song_blocks
+from pi.files import atomic_write
 from pi.show.features import StreamingFeatures, frame_times
 from pi.show.pipeline import Show
 
@@ -103,26 +102,10 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     return timeline
 
 
-@contextlib.contextmanager
-def atomic_output(out: str | Path, mode: str = "wb", **open_kw):
-    """Open a temporary file beside ``out``; it replaces ``out`` only when the block ends
-    without an exception, and is removed otherwise."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, mode, **open_kw) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_csv(timeline: Timeline, out: str | Path) -> None:
     """``time_s,ch1..chN,act1..actN``; one row per frame."""
     n = timeline.states.shape[1]
-    with atomic_output(out, "w", newline="") as f:
+    with atomic_write(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["time_s"] + [f"ch{i + 1}" for i in range(n)] + [f"act{i + 1}" for i in range(n)])
         for t, s, a in zip(timeline.times_s, timeline.states, timeline.activations):
@@ -177,7 +160,7 @@ def write_fseq(timeline: Timeline, out: str | Path, *, media_file: str, step_ms:
                         f"{timeline.duration_s:.3f} s")
     data = fseq_bytes(step_frames(timeline, step_ms=step_ms, levels=levels), step_ms=step_ms,
                       media_file=media_file, producer=producer(), compression=compression)
-    with atomic_output(out) as f:
+    with atomic_write(out) as f:
         f.write(data)
     return len(data)
 
@@ -199,5 +182,5 @@ def write_xtiming(timeline: Timeline, out: str | Path, *, song_name: str,
     tracks.append((f"{song_name} onsets",
                    beat_marks(ks, n_frames=len(frames), step_ms=step_ms)))
     data = timings_xml(tracks, source=producer())
-    with atomic_output(out) as f:
+    with atomic_write(out) as f:
         f.write(data)

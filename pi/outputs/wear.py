@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from pi.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
@@ -63,25 +65,9 @@ def write_counts(path: str | Path, counts: dict[str, int]) -> None:
     """Atomically replace the file: a reader (or a crash) sees the old counts or the new."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     text = json.dumps({"format": FORMAT, "switchings": counts}, indent=1, sort_keys=True)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # the rename itself survives a power cut only once the folder is synced
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
 
 
 class SwitchCounter:

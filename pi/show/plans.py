@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pi.files import atomic_write
 from pi.show.bundle import MANIFEST_NAME, NPZ_NAME, sha256_file
 from pi.show.lookahead import DEFAULT_LOOKAHEAD, LookaheadParams
 from pi.show.pipeline import ModelShow, Show, ShowFrames
@@ -93,14 +94,12 @@ class PlanCache:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / (self.key(song) + SUFFIX)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
             states = np.asarray(plan.states, bool)
-            with open(tmp, "wb") as f:
+            with atomic_write(path) as f:
                 np.savez_compressed(f, shape=np.array(states.shape),
                                     states=np.packbits(states, axis=1, bitorder="little"),
                                     activations=np.asarray(plan.activations, np.float32),
                                     levels=np.asarray(plan.levels, np.float32))
-            os.replace(tmp, path)
             self._prune()
         except OSError as exc:
             log.warning("plan cache: cannot keep the plan of %s in %s: %s", song, self.folder,

@@ -21,6 +21,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from pi.files import atomic_write
+
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 SALT_BYTES = 16
 KEY_BYTES = 32
@@ -92,25 +94,15 @@ def write_password_file(path: str | Path, password: str) -> Path:
     service user can read it and nobody else can."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(hash_password(password) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_write(path, "w", encoding="ascii", file_mode=0o640) as f:
+        f.write(hash_password(password) + "\n")
         if os.geteuid() == 0:
             import grp
 
             try:
-                os.chown(tmp, 0, grp.getgrnam(SERVICE_GROUP).gr_gid)
+                os.fchown(f.fileno(), 0, grp.getgrnam(SERVICE_GROUP).gr_gid)
             except KeyError:
                 pass  # no service user yet (not installed): root only
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import tomllib
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from pi.config.load import MAPPERS, SOURCES, Config, ConfigError
 from pi.config.panel import DAYS
+from pi.files import atomic_write
 
 # key -> kind: how a form's value becomes a TOML value before the checker sees it.
 EDITABLE: dict[str, Any] = {
@@ -170,27 +170,12 @@ def edit_config(path: str | Path, changes: dict[str, Any]) -> Config:
 
 
 def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    try:  # an edit keeps the file's permissions
         mode = path.stat().st_mode & 0o777
     except OSError:
         mode = 0o644
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    with atomic_write(path, "w", encoding="utf-8", file_mode=mode) as f:
+        f.write(text)
 
 
 def schedule_info(cfg: Config, now: float) -> dict:

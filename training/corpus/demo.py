@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pi.files import atomic_write
 from training.corpus.stems import STEMS_SUFFIX, render_midi_corpus, write_stems
 from training.corpus.synth import ENDINGS, check_song_args, song_timing, synth_song_with_stems
 
@@ -38,9 +39,8 @@ def _song_seed(seed: int, index: int) -> int:
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.is_file() or path.read_text() != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            f.write(text)
 
 
 def generate_corpus(out_dir, *, n_songs: int = 12, seconds: float = 40.0, seed: int = 0,

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from pi.audio import decode
+from pi.files import atomic_write
 from pi.show.bundle import sha256_file
 from pi.show.features import (DEFAULT_PARAMS, FeatureParams, StreamingFeatures, frame_times,
                          n_frames_for)
@@ -117,26 +117,16 @@ def extract_features(path: str | Path, *, params: FeatureParams = DEFAULT_PARAMS
 def _save_entry(file: Path, song: SongFeatures) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target then renamed, so a crash never leaves a half-written entry.
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, rms_db=song.rms_db,
-                     duration_s=np.float64(song.duration_s),
-                     sample_rate_in=np.int64(song.sample_rate_in),
-                     channels_in=np.int64(song.channels_in), version=np.int64(CACHE_VERSION))
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(file) as f:
+        np.savez(f, rms_db=song.rms_db, duration_s=np.float64(song.duration_s),
+                 sample_rate_in=np.int64(song.sample_rate_in),
+                 channels_in=np.int64(song.channels_in), version=np.int64(CACHE_VERSION))
     # The frames last: an entry without them (a crash in between) is simply recomputed.
     frames_file = _frames_file(file)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.stem, suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(frames_file) as f:
             np.save(f, np.ascontiguousarray(song.frames, np.float32), allow_pickle=False)
-        os.replace(tmp, frames_file)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
         file.unlink(missing_ok=True)
         raise
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pi.files import atomic_write
+
 MERGE_S = 0.050
 MIN_ONSETS = 20
 DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0 as mido counts
@@ -100,10 +102,9 @@ def sidecar(song: str | Path) -> Path:
 
 def write_stems(path: Path, onsets: dict[str, list[float]]) -> None:
     """Write raw onsets as JSON, atomically (temporary name, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({k: [round(t, 6) for t in v] for k, v in sorted(onsets.items())},
-                              indent=0) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps({k: [round(t, 6) for t in v] for k, v in sorted(onsets.items())},
+                           indent=0) + "\n")
 
 
 def render_midi(midi: Path, wav: Path, *, soundfont: Path = SOUNDFONT) -> None:
