@@ -9,7 +9,7 @@ NAME ?= $(if $(MUSIC_DIR),default,demo)
 MUSIC_DIR ?=
 DEMO_DIR := out/demo
 
-.PHONY: setup demo train test bench clean install uninstall
+.PHONY: setup demo train test bench compare clean install uninstall
 
 setup: $(STAMP)
 
@@ -34,6 +34,27 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m training bench --model $(MODEL)
+
+# Issue 8's comparison tables on the held-out songs (none used in training or tuning):
+# real songs, then MIDI renders with their stems read from the same MIDI files; look-ahead
+# (what playlist mode and render play), then causal (line-in).
+CONV_MODEL ?= models/default-conv
+WESNOTH_MUSIC ?= /usr/share/games/wesnoth/1.16/data/core/music
+OPENMSX ?= /usr/share/games/openttd/baseset/openmsx
+MIDI_RENDERS ?= /work/data/midi
+HELDOUT_REAL ?= breaking_the_chains casualties_of_war elf-land revelation the_city_falls \
+	transience wanderer
+HELDOUT_MIDI ?= coconut_run2 flying_scotsman harp_harmony keep_on_rolling linns_basket \
+	midnight_snow_run mighty_giant_run modern_motion moo_redfarn mosey_along_redfarn
+COMPARE := $(PY) -m training compare --model $(MODEL) --conv-model $(CONV_MODEL)
+REAL_SONGS = $(foreach s,$(HELDOUT_REAL),$(WESNOTH_MUSIC)/$(s).ogg)
+MIDI_SONGS = $(foreach s,$(HELDOUT_MIDI),$(MIDI_RENDERS)/$(s).wav)
+
+compare: $(STAMP)
+	$(COMPARE) $(REAL_SONGS)
+	$(COMPARE) --stems-dir $(OPENMSX) $(MIDI_SONGS)
+	$(COMPARE) --causal $(REAL_SONGS)
+	$(COMPARE) --causal --stems-dir $(OPENMSX) $(MIDI_SONGS)
 
 clean:
 	rm -rf out .cache

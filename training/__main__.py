@@ -1,9 +1,10 @@
-"""``python -m training {train,evaluate,corpus,bench} ...``: the workshop's commands."""
+"""``python -m training {train,evaluate,compare,corpus,bench} ...``: the workshop's commands."""
 import importlib
 import sys
 
 COMMANDS = {"train": "training.train", "evaluate": "training.evaluate",
-            "corpus": "training.corpus.demo", "bench": "training.bench"}
+            "compare": "training.compare", "corpus": "training.corpus.demo",
+            "bench": "training.bench"}
 
 
 def main(argv=None) -> int:
