@@ -190,6 +190,27 @@ def test_plan_cache_hits_misses_and_a_new_bundle_invalidates_it(songs, tmp_path)
     assert cache.load(song) is None
 
 
+def test_a_cached_plan_is_ready_at_once_while_the_planner_is_busy(songs, tmp_path):
+    show = make_show(mapper="bands")
+    cache = PlanCache(tmp_path / "plans", show_digest=show_key(show))
+    cached = songs / "two.wav"
+    cache.store(cached, plan_song(cached, show))
+    release = threading.Event()
+
+    def slow_plan(song, show):  # the worker stays busy with another song
+        release.wait()
+        return plan_song(song, show)
+
+    planner = Planner(show, cache=cache, plan=slow_plan)
+    try:
+        planner.request(songs / "one.wav")
+        got = planner.get(cached)  # no wait: straight from the cache
+        assert got is not None and got.states.shape[1] == 8
+    finally:
+        release.set()
+        planner.close()
+
+
 def _run_daemon(tmp_path, *songs_):
     rec = tmp_path / "rec.jsonl"
     config = Config.from_dict({"audio": {"source": "file", "playlist": [str(s) for s in songs_]},

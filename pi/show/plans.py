@@ -152,7 +152,13 @@ class Planner:
         if wait:
             event.wait()
         if not event.is_set():
-            return None
+            # A cached plan is ready now: the worker may still be busy with another song.
+            plan = self.cache.load(song) if self.cache else None
+            if plan is None:
+                return None
+            with self._lock:
+                self._done[song] = plan
+            event.set()
         with self._lock:
             return self._done.get(song)
 
