@@ -108,8 +108,15 @@ def write_csv(timeline: Timeline, out: str | Path) -> None:
     with atomic_write(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["time_s"] + [f"ch{i + 1}" for i in range(n)] + [f"act{i + 1}" for i in range(n)])
-        for t, s, a in zip(timeline.times_s, timeline.states, timeline.activations):
-            w.writerow([f"{t:.6f}", *s.astype(int).tolist(), *(f"{v:.5f}" for v in a)])
+        # Python numbers, converted a chunk at a time: formatting numpy scalars one by one
+        # costs more than the rest of a render, and a whole song's worth of Python floats
+        # would cost memory. Same text: a numpy float formats as its Python float.
+        for i in range(0, len(timeline.times_s), 1024):
+            rows = slice(i, i + 1024)
+            for t, s, a in zip(timeline.times_s[rows].tolist(),
+                               timeline.states[rows].astype(int).tolist(),
+                               timeline.activations[rows].tolist()):
+                w.writerow([f"{t:.6f}", *s, *(f"{v:.5f}" for v in a)])
 
 
 def n_steps(duration_s: float, *, step_ms: int) -> int:
