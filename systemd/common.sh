@@ -2,6 +2,13 @@
 # gates every change goes through, so that --dry-run and DESTDIR can be trusted to touch
 # nothing they should not. Expects SCRIPT (the caller's name) and HELP_LINES (sed range).
 
+# Where things go; each can be overridden from the environment (see install.sh).
+DESTDIR="${DESTDIR:-}"
+PREFIX="${PREFIX:-/opt/lightshow}"
+CONFDIR="${CONFDIR:-/etc/lightshow}"
+UNITDIR="${UNITDIR:-/etc/systemd/system}"
+STATEDIR="${STATEDIR:-/var/lib/lightshow}"
+
 DRY_RUN=0
 for arg in "$@"; do
     case "$arg" in

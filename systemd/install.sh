@@ -10,11 +10,6 @@
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DESTDIR="${DESTDIR:-}"
-PREFIX="${PREFIX:-/opt/lightshow}"
-CONFDIR="${CONFDIR:-/etc/lightshow}"
-UNITDIR="${UNITDIR:-/etc/systemd/system}"
-STATEDIR="${STATEDIR:-/var/lib/lightshow}"
 MODEL_FILE="${LIGHTSHOW_MODEL_FILE:-/proc/device-tree/model}"
 SERVICE_USER=lightshow
 SCRIPT=install.sh

@@ -7,11 +7,6 @@
 #   PREFIX, CONFDIR, UNITDIR, STATEDIR as for install.sh
 set -euo pipefail
 
-DESTDIR="${DESTDIR:-}"
-PREFIX="${PREFIX:-/opt/lightshow}"
-CONFDIR="${CONFDIR:-/etc/lightshow}"
-UNITDIR="${UNITDIR:-/etc/systemd/system}"
-STATEDIR="${STATEDIR:-/var/lib/lightshow}"
 SCRIPT=uninstall.sh
 HELP_LINES=2,8
 # shellcheck source=common.sh
