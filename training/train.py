@@ -330,8 +330,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models-dir", default=str(ROOT / "models"))
     ap.add_argument("--cache-dir", default=str(ROOT / ".cache" / "features"))
     ap.add_argument("--bottleneck", type=int, default=8, help="channels (8 per relay board)")
-    # 16 epochs of at most 50k frames keep `make train` on 2 hours of music within 10
-    # minutes on 2 cores, features included.
+    # 16 epochs of at most 50k frames: 714 s of CPU for `make train` on 2 hours of music
+    # (Dec 2026, timbre and context heads; 21 min wall on the shared 2-core machine).
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--max-frames", type=int, default=50_000)
     ap.add_argument("--decorrelation", type=float, default=0.1)
