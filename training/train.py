@@ -157,7 +157,8 @@ def prepare_data(t: Trimmed, *, max_frames: int, bottleneck: int, length: int,
 
 def train_candidates(args, data: Data, params) -> tuple[dict, dict]:
     """Steps 3 and 4: train the dense and conv models (and the ablations), and evaluate
-    each through the Pi's own show logic on the validation songs, beside the bands show.
+    each through the show playlist mode plays (planned ahead) on the validation songs, beside
+    the bands show through the same logic.
     Returns the metrics and, per candidate, ``(result, specs and weights, mapping, show)``."""
     from training.models.autoencoders import export_encoder, train_autoencoder
 
@@ -174,7 +175,7 @@ def train_candidates(args, data: Data, params) -> tuple[dict, dict]:
         mapping = MappingParams.calibrate(enc(frames[:: max(1, len(frames) // 50000)]))
         make = candidate_show(enc, data.norm, mapping, params)
         metrics = evaluate_audio(data.val_audio, make, references=references,
-                                 stems=data.val_stems)
+                                 stems=data.val_stems, lookahead=True)
         results[label] = {"val_mse": mse, "mse_vs_pca": mse / data.mse_pca,
                           "epochs": len(res.history.get("loss", [])),
                           "train_seconds": round(res.seconds, 1), **metrics["mean"]}
@@ -198,7 +199,7 @@ def train_candidates(args, data: Data, params) -> tuple[dict, dict]:
             train_and_score(label, kind, *small, epochs, **cfg)
     results["bands (LightShowPi-style)"] = evaluate_audio(
         data.val_audio, lambda: BandsShow(n_channels=args.bottleneck), references=references,
-        stems=data.val_stems)["mean"]
+        stems=data.val_stems, lookahead=True)["mean"]
     _print_row("bands", results["bands (LightShowPi-style)"])
     return results, candidates
 
@@ -292,7 +293,7 @@ def report(out_dir: Path, *, args, results, candidates, detector, val, val_audio
 
     song = max(val, key=lambda s: s.duration_s)
     name = Path(song.path).name
-    timeline = render_blocks([val_audio[name]], candidates["dense"][3]())
+    timeline = render_blocks([val_audio[name]], candidates["dense"][3](), lookahead=True)
     ann = end_detector.load_annotations(annotations) if annotations else None
     histories = {label: candidates[label][0].history for label in ("dense", "conv")}
     write_report(out_dir, title=f"Training report: {args.name}",
