@@ -11,8 +11,8 @@ against the whole song:
 2. a channel wants to be on while its smoothed activation is above its median over the
    song's music (where the silence gate is open), so its duty follows the sections;
 3. every on/off edge moves to the nearest onset within ``snap_s``, keeping the edges in
-   order and a hold apart (an edge never passes the one before it, and a short burst is
-   not snapped away), so the lights change on the beat;
+   order (an edge never passes the one before it; two that meet cancel, unless they are a
+   lone burst), so the lights change on the beat;
 4. runs shorter than ``hold_s`` are merged into the run before them;
 5. everything is off where the silence gate is closed (the causal show's gate, whose
    tail handling turns the lamps off after the music ends) or where nothing loud sounded
@@ -144,11 +144,11 @@ def pick_onsets(*, envelope: np.ndarray, allowed: np.ndarray, ratio: float,
 def snap_edges(*, want: np.ndarray, onsets: np.ndarray, max_move: int,
                min_gap: int = 1) -> np.ndarray:
     """Move every on/off edge of ``want`` to the nearest onset within ``max_move`` frames
-    (or leave it), keeping each channel's edges in order and at least ``min_gap`` frames
-    apart: an edge that would land too close after the one before it takes the first
-    onset far enough after it (still within ``max_move`` of where it was), else its own
-    frame or ``min_gap`` after the one before, whichever is later. So a short burst of
-    activation near one onset still lights its lamp, from that onset on.
+    (or leave it), keeping each channel's edges in order: an edge that would land less
+    than ``min_gap`` after the one before it cancels with it, unless no later onset is
+    within its reach;
+    then it goes to its own frame or ``min_gap`` after the one before, whichever is later,
+    so that a lone burst (a click after silence) still lights its lamp from its onset.
 
     Parameters
     ----------
@@ -173,22 +173,18 @@ def snap_edges(*, want: np.ndarray, onsets: np.ndarray, max_move: int,
         after = onsets[np.minimum(j, len(onsets) - 1)]
         nearest = np.where(np.abs(after - edge) < np.abs(edge - before), after, before)
         moved = np.where(np.abs(nearest - edge) <= max_move, nearest, edge)
-    # Order and spacing, channel by channel: only the edges that break them are revisited.
+    # Order, channel by channel: an edge that would land less than min_gap after the one
+    # before it cancels with it (a short burst among onsets is noise), unless no later
+    # onset is in its reach: then the burst is all there is (a click after silence) and
+    # it keeps min_gap frames.
     start = np.r_[True, chan[1:] != chan[:-1]] if len(chan) else np.zeros(0, bool)
-    too_close = np.r_[False, moved[1:] < moved[:-1] + min_gap] & ~start
-    if too_close.any():
+    if (np.r_[False, moved[1:] < moved[:-1] + min_gap] & ~start).any():
         prev = 0
         for e in range(len(moved)):
-            if start[e]:
-                prev = moved[e]
-                continue
-            if moved[e] < prev + min_gap:
-                lo = max(prev + min_gap, edge[e] - max_move)
-                j = int(np.searchsorted(onsets, lo)) if len(onsets) else 0
-                if j < len(onsets) and onsets[j] <= edge[e] + max_move:
-                    moved[e] = onsets[j]
-                else:
-                    moved[e] = max(edge[e], prev + min_gap)
+            if not start[e] and moved[e] < prev + min_gap:
+                j = int(np.searchsorted(onsets, prev + min_gap)) if len(onsets) else 0
+                later = j < len(onsets) and onsets[j] <= edge[e] + max_move
+                moved[e] = prev if later else max(edge[e], prev + min_gap)
             prev = moved[e]
     toggles = np.zeros((n + 1, k), np.int64)
     np.add.at(toggles, (np.minimum(moved, n), chan), 1)
