@@ -48,7 +48,8 @@ def preview(tmp_path_factory):
     sf.write(song, y, SR)
     out = folder / "show.html"
     info = write_preview(song, out, mapper="bands")
-    timeline = render_song(song, make_show(mapper="bands"), lookahead=True)  # what the preview plays
+    # The preview shows what playlist mode plays: the look-ahead show.
+    timeline = render_song(song, make_show(mapper="bands"), lookahead=True)
     return out, info, timeline
 
 

@@ -134,11 +134,19 @@ def test_an_exception_in_the_show_ends_all_off(song, tmp_path, monkeypatch):
             raise RuntimeError("a bug in the show")
         return real(self, frames, times)
 
-    def no_plan(self, *args, **kwargs):
-        raise RuntimeError("no look-ahead plan")  # so the causal show plays the song
-
     monkeypatch.setattr(Show, "process", failing)
-    monkeypatch.setattr(Show, "plan", no_plan)
+    # Songs from files play their planned show: its per-block step fails the same way.
+    from pi.daemon.loop import Daemon
+
+    planned = Daemon._planned
+
+    def failing_plan(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise RuntimeError("a bug in the show")
+        return planned(self, *args)
+
+    monkeypatch.setattr(Daemon, "_planned", failing_plan)
     rec = tmp_path / "rec.jsonl"
     with pytest.raises(RuntimeError, match="a bug in the show"):
         cli.main(["run", "--source", "file", "--output", "mock", "--mapper", "bands",

@@ -12,8 +12,9 @@ releases):
   set per frame; wall time divided by the hops, median of 3 runs. The per-block work is
   shared by the block's hops, as it is on the Pi. The ratio to the reference follows each.
 * ``render (x real time)``: the song's length over ``python -m pi render``'s wall time,
-  interpreter start-up included.
-* ``feature extraction, fresh / cached (x real time)``: ``training.corpus.ingest.load_library`` on
+  interpreter start-up included: the look-ahead show playlist mode plays (pi/show/lookahead.py);
+  ``render --causal``: the line-in show.
+* ``feature extraction, fresh / cached (x real time)``: ``training.ingest.load_library`` on
   four 60 s songs into an empty cache, then again from it.
 
 Printed figures only: speed is measured here, never asserted in tests.
@@ -192,6 +193,9 @@ def daemon_figures(model: Path, song: Path) -> dict[str, float]:
         t0 = time.perf_counter()
         figures["render: peak RSS MB"] = _peak_rss_kb(render) / 1024
         figures["render: wall s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()  # the line-in show; render's default plans the song ahead
+        figures["render --causal: peak RSS MB"] = _peak_rss_kb(render + ["--causal"]) / 1024
+        figures["render --causal: wall s"] = time.perf_counter() - t0
     return figures
 
 
@@ -357,6 +361,8 @@ def main(argv=None) -> int:
         sf.write(song, y, DEFAULT_PARAMS.sample_rate)
         daemon = daemon_figures(model, song)
         daemon["render (x real time)"] = args.seconds / daemon["render: wall s"]
+        daemon["render --causal (x real time)"] = (args.seconds
+                                                   / daemon["render --causal: wall s"])
         for k, v in daemon.items():
             print(f"{k:44s} {v:9.2f}")
         for k, v in offline_figures(model, Path(tmp)).items():

@@ -11,10 +11,13 @@ against the whole song:
 2. a channel wants to be on while its smoothed activation is above its median over the
    song's music (where the silence gate is open), so its duty follows the sections;
 3. every on/off edge moves to the nearest onset within ``snap_s``, keeping the edges in
-   order (an edge never passes the one before it), so the lights change on the beat;
+   order (an edge never passes the one before it; two that meet cancel, unless they are a
+   lone burst), so the lights change on the beat;
 4. runs shorter than ``hold_s`` are merged into the run before them;
 5. everything is off where the silence gate is closed (the causal show's gate, whose
-   tail handling turns the lamps off after the music ends).
+   tail handling turns the lamps off after the music ends) or where nothing loud sounded
+   in the last ``quiet_s`` (so the look-ahead never lights a lamp before a sound that
+   follows silence).
 
 The onsets are peaks of a librosa-style onset strength (mel power in dB, rectified
 frame-to-frame rise, mean over bands) computed from the show's own 1024-sample frames, and
@@ -45,6 +48,10 @@ class LookaheadParams:
     onset_mean_s: float = 1.0       # the centred window of that local mean
     onset_shift_frames: int = 3     # frames from an onset's peak to the switch it causes
     hold_s: float = 0.11            # shortest run kept (the relay guard's 0.10 s and a margin)
+    # Lamps are dark unless a frame of the last quiet_s came within quiet_db of the song's
+    # loud level (its 99th percentile): the smoothing looks ahead, the lamps must not.
+    quiet_s: float = 0.3
+    quiet_db: float = 40.0
 
 
 DEFAULT_LOOKAHEAD = LookaheadParams()
@@ -134,10 +141,14 @@ def pick_onsets(*, envelope: np.ndarray, allowed: np.ndarray, ratio: float,
     return idx[(idx >= 0) & (idx < len(env))]
 
 
-def snap_edges(*, want: np.ndarray, onsets: np.ndarray, max_move: int) -> np.ndarray:
+def snap_edges(*, want: np.ndarray, onsets: np.ndarray, max_move: int,
+               min_gap: int = 1) -> np.ndarray:
     """Move every on/off edge of ``want`` to the nearest onset within ``max_move`` frames
-    (or leave it), keeping each channel's edges in order: an edge moved before the one
-    preceding it goes to the same frame, where the two cancel.
+    (or leave it), keeping each channel's edges in order: an edge that would land less
+    than ``min_gap`` after the one before it cancels with it, unless no later onset is
+    within its reach;
+    then it goes to its own frame or ``min_gap`` after the one before, whichever is later,
+    so that a lone burst (a click after silence) still lights its lamp from its onset.
 
     Parameters
     ----------
@@ -155,16 +166,28 @@ def snap_edges(*, want: np.ndarray, onsets: np.ndarray, max_move: int) -> np.nda
     change = want[1:] != want[:-1]
     chan, row = np.nonzero(change.T)  # channel-major, so each channel's edges are in order
     edge = row + 1
+    moved = edge.copy()
     if len(onsets) and len(edge):
         j = np.searchsorted(onsets, edge)
         before = onsets[np.maximum(j - 1, 0)]
         after = onsets[np.minimum(j, len(onsets) - 1)]
         nearest = np.where(np.abs(after - edge) < np.abs(edge - before), after, before)
-        edge = np.where(np.abs(nearest - edge) <= max_move, nearest, edge)
-    # Order within each channel: a running maximum over channels laid end to end.
-    edge = np.maximum.accumulate(edge + chan * (n + 1)) - chan * (n + 1)
+        moved = np.where(np.abs(nearest - edge) <= max_move, nearest, edge)
+    # Order, channel by channel: an edge that would land less than min_gap after the one
+    # before it cancels with it (a short burst among onsets is noise), unless no later
+    # onset is in its reach: then the burst is all there is (a click after silence) and
+    # it keeps min_gap frames.
+    start = np.r_[True, chan[1:] != chan[:-1]] if len(chan) else np.zeros(0, bool)
+    if (np.r_[False, moved[1:] < moved[:-1] + min_gap] & ~start).any():
+        prev = 0
+        for e in range(len(moved)):
+            if not start[e] and moved[e] < prev + min_gap:
+                j = int(np.searchsorted(onsets, prev + min_gap)) if len(onsets) else 0
+                later = j < len(onsets) and onsets[j] <= edge[e] + max_move
+                moved[e] = prev if later else max(edge[e], prev + min_gap)
+            prev = moved[e]
     toggles = np.zeros((n + 1, k), np.int64)
-    np.add.at(toggles, (edge, chan), 1)
+    np.add.at(toggles, (np.minimum(moved, n), chan), 1)
     return want[0] ^ (np.cumsum(toggles[:n], axis=0) % 2).astype(bool)
 
 
@@ -189,6 +212,23 @@ def merge_short_runs(*, states: np.ndarray, min_frames: int) -> np.ndarray:
         for r in short[short > 0].tolist():
             s[bounds[r]:bounds[r + 1]] = s[bounds[r] - 1]
     return out
+
+
+def recently_loud(*, level_db: np.ndarray, below_db: float, frames: int) -> np.ndarray:
+    """Whether any of the last ``frames`` frames (this one included) was within
+    ``below_db`` of the song's loud level, the 99th percentile of ``level_db [shape=(n,)]``.
+
+    Returns
+    -------
+    np.ndarray [shape=(n,)] bool
+    """
+    level = np.asarray(level_db, np.float64)
+    if not len(level):
+        return np.zeros(0, bool)
+    loud = (level > np.percentile(level, 99) - below_db).astype(np.int64)
+    count = np.concatenate([[0], np.cumsum(loud)])
+    idx = np.arange(len(level))
+    return count[idx + 1] - count[np.maximum(idx + 1 - frames, 0)] > 0
 
 
 def silence_gate(*, level_db: np.ndarray, gate_db: float, silence_db: float,
@@ -242,6 +282,8 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     if n == 0:
         return Plan(np.zeros((0, k), bool), np.zeros((0, k)), np.zeros(0, int))
     gate = silence_gate(level_db=level_db, gate_db=gate_db, silence_db=silence_db, dt=dt)
+    gate &= recently_loud(level_db=level_db, below_db=params.quiet_db,
+                          frames=max(1, int(params.quiet_s / dt)))
     smooth = moving_average(x=acts, width=int(params.smooth_s / dt) | 1)
     music = smooth[gate] if np.count_nonzero(gate) > 10 else smooth
     z = (smooth - np.median(music, axis=0)) / (music.std(axis=0) + 1e-6)
@@ -250,10 +292,12 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
                          ratio=params.onset_ratio,
                          mean_frames=int(params.onset_mean_s / dt) | 1,
                          shift_frames=params.onset_shift_frames)
-    states = snap_edges(want=z > 0, onsets=onsets, max_move=int(round(params.snap_s / dt)))
-    states &= gate[:, None]
     hold = max(params.hold_s, min_hold_s)
-    states = merge_short_runs(states=states, min_frames=int(np.ceil(hold / dt - 1e-9)))
+    hold_frames = int(np.ceil(hold / dt - 1e-9))
+    states = snap_edges(want=z > 0, onsets=onsets, max_move=int(round(params.snap_s / dt)),
+                        min_gap=hold_frames)
+    states &= gate[:, None]
+    states = merge_short_runs(states=states, min_frames=hold_frames)
     return Plan(states, _levels(states=states, z=z), onsets)
 
 

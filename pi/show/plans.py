@@ -61,7 +61,8 @@ def show_key(show: Show, params: LookaheadParams = DEFAULT_LOOKAHEAD) -> str:
 
 
 class PlanCache:
-    """Plans on disk, one ``<key>.plan.npz`` per song and show (no pickle)."""
+    """Plans on disk, one ``<key>.plan.npz`` per song and show (no pickle): the states as
+    bits and the dimmer levels, about 10 kB for a 3-minute song."""
 
     def __init__(self, folder: str | Path, *, show_digest: str, keep: int = KEEP_PLANS):
         self.folder, self.show_digest, self.keep = Path(folder), show_digest, keep
@@ -79,7 +80,9 @@ class PlanCache:
                 n, k = (int(v) for v in z["shape"])
                 states = np.unpackbits(z["states"], axis=1, count=k,
                                        bitorder="little").astype(bool)[:n]
-                plan = ShowFrames(states, z["activations"], z["levels"].astype(np.float64))
+                # Playback needs no activations: not kept (they would be most of the file).
+                plan = ShowFrames(states, np.zeros(states.shape, np.float32),
+                                  z["levels"].astype(np.float64))
             os.utime(path)  # recently used: kept longest
             return plan
         except FileNotFoundError:
@@ -98,7 +101,6 @@ class PlanCache:
             with atomic_write(path) as f:
                 np.savez_compressed(f, shape=np.array(states.shape),
                                     states=np.packbits(states, axis=1, bitorder="little"),
-                                    activations=np.asarray(plan.activations, np.float32),
                                     levels=np.asarray(plan.levels, np.float32))
             self._prune()
         except OSError as exc:
