@@ -70,7 +70,7 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
             frames = stream.push(block)
             if len(frames):
                 if lookahead:
-                    parts.append(frames)
+                    parts.append(show.plan_inputs(frames))
                     continue
                 times = frame_times(start + len(frames), params=params)[start:]
                 parts.append(show.process(frames, times))
@@ -79,9 +79,9 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
         show.mapper.onset_log = None
     n = show.n_channels
     if lookahead:
-        frames = (np.concatenate(parts) if parts
-                  else np.zeros((0, params.n_bins), np.float32))
-        parts = [show.plan(frames, frame_times(len(frames), params=params))]
+        inputs = (show.plan_inputs(np.zeros((0, params.n_bins), np.float32)),) + tuple(parts)
+        acts, level, bands = (np.concatenate(column) for column in zip(*inputs))
+        parts = [show.plan_signals(acts, level, bands, frame_times(len(acts), params=params))]
 
     def joined(i, dtype):
         return np.concatenate([p[i] for p in parts]) if parts else np.zeros((0, n), dtype)

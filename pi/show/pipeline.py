@@ -64,9 +64,20 @@ class Show:
         planned with look-ahead (pi/show/lookahead.py): what playlist mode plays. Then, as in
         :meth:`process`, the user's overrides and a fresh strict switch limit.
         ``planned_onsets`` keeps the frames at which onsets could switch lamps."""
-        acts = self.activations(frames_db)
+        return self.plan_signals(*self.plan_inputs(frames_db), times_s, params=params)
+
+    def plan_inputs(self, frames_db: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the planner needs of each frame, row by row, so a song can be taken in
+        blocks without holding its 513-bin frames (40 MB for 4 minutes, and several times
+        that in temporaries): activations ``[shape=(n, k)]``, level ``[shape=(n,)]`` and mel
+        bands in dB ``[shape=(n, 128)]``."""
+        return (self.activations(frames_db),) + tuple(self.mapper.frame_signals(frames_db))
+
+    def plan_signals(self, acts: np.ndarray, level: np.ndarray, bands: np.ndarray,
+                     times_s: np.ndarray, *,
+                     params: LookaheadParams = DEFAULT_LOOKAHEAD) -> ShowFrames:
+        """:meth:`plan` from a whole song's :meth:`plan_inputs`."""
         mapper = self.mapper
-        level, bands = mapper.frame_signals(frames_db)
         states, levels, self.planned_onsets = plan_states(
             activations=acts, level_db=level, bands_db=bands, dt=mapper.dt,
             gate_db=mapper.params.gate_db, silence_db=mapper.params.silence_db,
