@@ -1,5 +1,5 @@
-"""The look-ahead show (pi/show/lookahead.py), its plan cache (pi/show/plans.py), and where it plays:
-render's default, and the daemon's playlist and file sources."""
+"""The look-ahead show (pi/show/lookahead.py), its plan cache (pi/show/plans.py), and where
+it plays: render's default, and the daemon's playlist and file sources."""
 from __future__ import annotations
 
 import csv

@@ -23,7 +23,8 @@ from pathlib import Path
 # the 2-core dev machine under load: a 4-minute render 7.3 s -> 3.9 s.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from pi.config.load import MAPPERS, OUTPUT_NAMES, SOURCES, Config, ConfigError, load_config  # noqa: E402
+from pi.config.load import (MAPPERS, OUTPUT_NAMES, SOURCES, Config, ConfigError,  # noqa: E402
+                            load_config)
 from pi.daemon import stopping  # noqa: E402 - after the BLAS setting above
 from pi.errors import LightshowError  # noqa: E402
 

@@ -1,16 +1,17 @@
 """The appliance's run loop: config -> show -> outputs -> audio source -> lamps.
 
 One thread does everything but the audio callbacks and the planner: it reads blocks from the
-source, turns them into frames and states (pi.show.features, pi.show.pipeline), and applies each state when
-the source says it is due (at once for live audio, at the DAC time for played songs). Lamps are off
+source, turns them into frames and states (pi.show.features, pi.show.pipeline), and applies
+each state when the source says it is due (at once for live audio, at the DAC time for played
+songs). Lamps are off
 before the audio starts, whenever the audio device is missing (it is retried with backoff),
 and at exit, however the exit comes (SIGTERM, SIGHUP and SIGQUIT raise SystemExit here,
 Ctrl-C KeyboardInterrupt: pi/daemon/stopping.py; all unwind through ``finally``).
 
 Songs from files (the playlist and file sources) play the look-ahead show that
 ``lightshow render`` writes: a background thread plans the next song while the current one
-plays (pi/show/plans.py), and the loop switches lamps from the plan at the played position. A song
-whose plan is not ready when it starts plays the causal show, as line-in always does.
+plays (pi/show/plans.py), and the loop switches lamps from the plan at the played position. A
+song whose plan is not ready when it starts plays the causal show, as line-in always does.
 
 The sacn source is the one source without audio: it gives channel levels that another
 sender's show already decided, so its loop (:meth:`Daemon._follow`) has no show of its own.
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 MAX_WAIT_S = 0.1   # the loop comes round at least this often (watchdog, stop requests)
 STATS_S = 60.0     # how often over/underflow counts are logged, when they grew
 END_GRACE_S = 2.0  # after the music ends, states still without a due time are dropped
-
-
 
 
 class _Heartbeat:
