@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -117,7 +117,10 @@ def driver():
 
 def _wait(d, cond, what: str):
     try:
-        return WebDriverWait(d, WAIT_S, poll_frequency=0.05).until(cond)
+        # A page that navigates (a form post) can swap an element between finding it and
+        # reading it: that is "not yet", not a failure.
+        return WebDriverWait(d, WAIT_S, poll_frequency=0.05,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(cond)
     except TimeoutException:
         pytest.fail(f"timed out waiting for {what}; page state "
                     f"{d.execute_script('return {...document.body.dataset}')}")
