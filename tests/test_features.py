@@ -90,3 +90,16 @@ def test_normalisation_round_trip():
     z = normalise(frames, mean=mean, std=std)
     assert np.allclose(z.mean(axis=0), 0, atol=1e-3)
     assert mean.shape == std.shape == (513,)
+
+
+def test_skip_counts_the_frames_push_would_make_and_keeps_the_stream_aligned():
+    # A planned song only needs its frames' timing; after it the stream must carry on exactly.
+    rng = np.random.default_rng(3)
+    y = rng.uniform(-0.5, 0.5, 44100).astype(np.float32)
+    blocks = np.array_split(y, 37)
+    pushed, skipping = StreamingFeatures(), StreamingFeatures()
+    counts = [len(pushed.push(b)) for b in blocks[:20]]
+    assert [skipping.skip(b) for b in blocks[:20]] == counts
+    assert skipping.frames_emitted == pushed.frames_emitted
+    for b in blocks[20:]:
+        np.testing.assert_array_equal(skipping.push(b), pushed.push(b))

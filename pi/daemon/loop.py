@@ -226,11 +226,17 @@ class Daemon:
             if self.planner is not None and self.source.song_start != playing:
                 playing = self.source.song_start
                 plan = self._plan_for(playing[0]) if playing else None
-            frames = features.push(block)
-            if len(frames):
-                first = features.frames_emitted - len(frames)
-                # Frame i ends at sample i * hop + n_fft: pi.show.features.frame_times, in samples.
-                ends = np.arange(first, first + len(frames)) * params.hop + params.n_fft
+            # A planned song needs only its frames' timing: no spectra on the hot path.
+            if plan is None:
+                frames = features.push(block)
+                count = len(frames)
+            else:
+                frames, count = None, features.skip(block)
+            if count:
+                first = features.frames_emitted - count
+                # Frame i ends at sample i * hop + n_fft: pi.show.features.frame_times, in
+                # samples.
+                ends = np.arange(first, first + count) * params.hop + params.n_fft
                 times = t_base + ends / params.sample_rate
                 if plan is None:
                     shown = self.show.process(frames, times)
@@ -238,7 +244,7 @@ class Daemon:
                 else:
                     states, levels = self._planned(plan, ends - playing[1], times)
                 pending.extend(zip(ends.tolist(), times.tolist(), states, levels))
-                self.frames += len(frames)
+                self.frames += count
                 # After a lost device the show time jumps on by a second: it never runs
                 # backwards, so hold times stay honest across the gap.
                 self._t_next = float(times[-1]) + 1.0

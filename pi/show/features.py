@@ -224,6 +224,21 @@ class StreamingFeatures:
 
     def push(self, block: np.ndarray) -> np.ndarray:
         """Mono block ``[shape=(n,)]`` -> new frames ``[shape=(k, 513)]`` (k may be 0)."""
+        x = self._take(block)
+        frames = _frames_db(x, params=self.params)
+        self._framed(x, len(frames))
+        return frames
+
+    def skip(self, block: np.ndarray) -> int:
+        """Like :meth:`push`, but only counts the frames that became complete: for a song
+        whose show was planned ahead, which needs the frames' timing, not their spectra."""
+        x = self._take(block)
+        count = n_frames_for(len(x), params=self.params)
+        self._framed(x, count)
+        return count
+
+    def _take(self, block: np.ndarray) -> np.ndarray:
+        """The carried samples followed by ``block``, in the reused buffer."""
         # Only the new block needs checking: the carry was checked when it arrived.
         block = to_mono(block, name="audio block")
         carried, start = self._carried, self._start
@@ -236,12 +251,13 @@ class StreamingFeatures:
             self._buf[:carried] = self._buf[start:start + carried]
         x = self._buf[:n]
         x[carried:] = block
-        frames = _frames_db(x, params=self.params)
+        return x
+
+    def _framed(self, x: np.ndarray, count: int) -> None:
         self.last_input = x
-        self._start = len(frames) * self.params.hop
-        self._carried = n - self._start
-        self.frames_emitted += len(frames)
-        return frames
+        self._start = count * self.params.hop
+        self._carried = len(x) - self._start
+        self.frames_emitted += count
 
 
 def fit_normalisation(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
