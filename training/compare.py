@@ -132,12 +132,20 @@ def _read_song_list(path: str) -> list[str]:
 
 
 def _stems_from_dir(songs: list[Path], folder: str) -> dict[str, dict]:
-    """Each song's ``<folder>/<song name>.mid``, where it exists."""
+    """Each song's ``<folder>/<song name>.mid``, where it exists (a song without one is said
+    on stderr: its stemF stays empty)."""
+    import sys
+
+    if not Path(folder).is_dir():
+        raise StemsError(f"--stems-dir {folder}: expected a folder of .mid files, found "
+                         f"{'a file' if Path(folder).exists() else 'no such folder'}")
     out = {}
     for song in songs:
         midi = Path(folder) / f"{song.stem}.mid"
         if midi.is_file():
             out[str(song)] = load_stems(midi)
+        else:
+            print(f"compare: {song.name}: no stems ({midi} not found)", file=sys.stderr)
     return out
 
 
