@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pi.show.mapping import GATE_DECAY_DB_S, GATE_HYST_DB, brightness
+from pi.show.mapping import SilenceGate, brightness
 
 TOP_DB = 80.0  # as librosa's power_to_db: the onset strength ignores cells this far down
 ONSET_BLOCK = 2048  # rows of mel bands per step of the onset strength (memory, not result)
@@ -236,10 +236,8 @@ def recently_loud(*, level_db: np.ndarray, below_db: float, frames: int) -> np.n
 
 def silence_gate(*, level_db: np.ndarray, gate_db: float, silence_db: float,
                  dt: float) -> np.ndarray:
-    """The causal show's silence gate (pi/show/mapping.py ``ShowMapper``), over a whole song:
-    a peak hold falling at ``GATE_DECAY_DB_S``, against a reference that rises within a
-    second and falls over 30, open while the hold is within ``gate_db`` of the reference
-    (``GATE_HYST_DB`` more to reopen) and above ``silence_db``.
+    """The causal show's silence gate (pi/show/mapping.py ``SilenceGate``) over a whole song,
+    frame by frame, so that both shows go dark at the same frames.
 
     Parameters
     ----------
@@ -249,15 +247,9 @@ def silence_gate(*, level_db: np.ndarray, gate_db: float, silence_db: float,
     -------
     np.ndarray [shape=(n,)] bool
     """
-    out = np.zeros(len(level_db), bool)
-    ref, hold, gate = silence_db + 20.0, silence_db, False
-    decay, up, down = GATE_DECAY_DB_S * dt, min(1.0, dt / 1.0), min(1.0, dt / 30.0)
-    for i, level in enumerate(np.asarray(level_db, np.float64).tolist()):
-        hold = max(level, hold - decay)
-        ref += (hold - ref) * (up if hold > ref else down)
-        gate = hold > max(ref + gate_db + (0.0 if gate else GATE_HYST_DB), silence_db)
-        out[i] = gate
-    return out
+    gate = SilenceGate(gate_db=gate_db, silence_db=silence_db, dt=dt)
+    return np.array([gate.step(level) for level in np.asarray(level_db, np.float64).tolist()],
+                    dtype=bool)
 
 
 def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.ndarray,

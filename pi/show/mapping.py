@@ -105,6 +105,29 @@ GATE_HYST_DB = 3.0      # a closed gate needs this much more level to reopen
 MIN_LEVEL = 0.2  # a dimmer lamp that is on is at least this bright
 
 
+class SilenceGate:
+    """Open while music plays: ``step(level_db) -> bool``, one frame at a time, for the causal
+    show and (over a whole song) the look-ahead one, so both go dark at the same frames."""
+
+    def __init__(self, *, gate_db: float, silence_db: float, dt: float):
+        self.gate_db, self.silence_db, self.dt = gate_db, silence_db, dt
+        self.level_ref = silence_db + 20.0
+        self.level_hold = silence_db
+        self.open = False
+
+    def step(self, level: float) -> bool:
+        # A peak hold that decays at GATE_DECAY_DB_S bridges the gaps between staccato notes
+        # (a raw level would flicker the gate), yet falls fast enough after the music ends.
+        self.level_hold = max(level, self.level_hold - GATE_DECAY_DB_S * self.dt)
+        # The reference rises quickly and falls slowly: a fade-out or a quiet tail stays far
+        # below it, while a quiet song lifts it within seconds.
+        tau = 1.0 if self.level_hold > self.level_ref else 30.0
+        self.level_ref += (self.level_hold - self.level_ref) * min(1.0, self.dt / tau)
+        threshold = self.level_ref + self.gate_db + (0.0 if self.open else GATE_HYST_DB)
+        self.open = bool(self.level_hold > max(threshold, self.silence_db))
+        return self.open
+
+
 def brightness(z: np.ndarray) -> np.ndarray:
     """A dimmer level for a channel switching on with z-score ``z`` (its distance above the
     adaptive threshold, in spreads): logistic, so the usual z of 0.2..3 spans about 0.55..0.95.
@@ -145,9 +168,8 @@ class ShowMapper:
         self.state = [False] * k
         self.last_change = [-math.inf] * k
         self.wanted_since = [math.inf] * k
-        self.level_ref = params.silence_db + 20.0
-        self.level_hold = params.silence_db
-        self.gate = False
+        self.gate = SilenceGate(gate_db=params.gate_db, silence_db=params.silence_db,
+                                dt=self.dt)
         # Whether this frame was an onset the show could change lights on (gate open and
         # a positive excess); render records them for xLights' timing track.
         self.onset = False
@@ -182,18 +204,6 @@ class ShowMapper:
         np.log10(bands, out=bands)
         bands *= 10.0
         return level, bands
-
-    def _gate_open(self, level: float) -> bool:
-        # A peak hold that decays at GATE_DECAY_DB_S bridges the gaps between staccato notes
-        # (a raw level would flicker the gate), yet falls fast enough after the music ends.
-        self.level_hold = max(level, self.level_hold - GATE_DECAY_DB_S * self.dt)
-        # The reference rises quickly and falls slowly: a fade-out or a quiet tail stays far
-        # below it, while a quiet song lifts it within seconds.
-        tau = 1.0 if self.level_hold > self.level_ref else 30.0
-        self.level_ref += (self.level_hold - self.level_ref) * min(1.0, self.dt / tau)
-        threshold = self.level_ref + self.params.gate_db + (0.0 if self.gate else GATE_HYST_DB)
-        self.gate = bool(self.level_hold > max(threshold, self.params.silence_db))
-        return self.gate
 
     def block_flux(self, bands: np.ndarray) -> list[float | None]:
         """Spectral flux of each frame of a block of mel bands ``[shape=(k, 128)]`` against
@@ -248,7 +258,7 @@ class ShowMapper:
         p = self.params
         k = len(a)
         hold, inf = self.hold_s - 1e-9, math.inf
-        gate = self._gate_open(level)
+        gate = self.gate.step(level)
         excess = self._onset_excess(flux)
         self.onset = gate and excess > 0
         if self.onset_log is not None:
