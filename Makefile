@@ -29,8 +29,10 @@ demo: $(STAMP)
 train: $(STAMP)
 	$(PY) -m training train --name $(NAME) $(if $(MUSIC_DIR),--music-dir "$(MUSIC_DIR)")
 
+# One worker per core, whole files per worker: a file's module fixtures (a sound server, a
+# trained bundle) are built once, and the Keras tests run beside the rest instead of before.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m training bench --model $(MODEL)
