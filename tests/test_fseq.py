@@ -353,9 +353,9 @@ def test_onset_marks_are_the_show_logic_onsets_and_leave_the_show_alone(songs):
         t = tl.onsets_s + shift_frames * show.mapper.dt
         return np.mean(np.min(np.abs(t[:, None] - switch[None, :]), axis=1) < 1e-6)
 
-    # An onset lets channels change; they do, at the onset's frame once delayed as the
-    # states are: most onsets meet a switch there, few a frame off.
-    assert hit_rate(0) > 0.8 and hit_rate(0) > 2 * max(hit_rate(-1), hit_rate(1))
+    # An onset lets the channels that want to change do so, at the onset's frame once
+    # delayed as the states are: many onsets meet a switch there, few a frame off.
+    assert hit_rate(0) > 0.5 and hit_rate(0) > 2 * max(hit_rate(-1), hit_rate(1))
 
 
 def test_xtiming_names_that_xml_cannot_hold_are_replaced(tmp_path):

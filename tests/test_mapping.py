@@ -81,3 +81,30 @@ def test_a_song_in_blocks_or_frame_by_frame_gives_the_same_show(n, seed, blocks,
     steps = [stepper.step(acts[j], frames[j], t=times[j]) for j in range(n)]
     assert np.array_equal(np.array(steps), whole)
     assert (whole_levels[whole] > 0).all() and (whole_levels[~whole] == 0).all()
+
+
+def test_onsets_pick_the_moment_and_each_channels_own_activation_picks_the_channel():
+    """Strong onsets twice a second for 12 s. Channel 0's activation rises past its threshold
+    at 6 s; the others stay on theirs. Only channel 0 may switch, once, on an onset; lamps
+    whose music did not change must not blink with the beat."""
+    n = 1040  # 12 s of frames
+    times = frame_times(n)
+    frames = np.full((n, DEFAULT_PARAMS.n_bins), -30.0, np.float32)
+    beat = (np.arange(n) % 43 == 20)  # every 0.5 s
+    frames[beat] += 8.0  # a broadband hit: a strong onset (not loud enough to close the gate)
+    acts = np.zeros((n, N_CHANNELS), np.float32)
+    acts[times >= 6.0, 0] = 5.0
+    params = MappingParams(center=np.zeros(N_CHANNELS, np.float32),
+                           scale=np.ones(N_CHANNELS, np.float32))
+    mapper = ShowMapper(params)
+    mapper.onset_log = []
+    states, _ = mapper.run(acts, frames, times_s=times)
+
+    assert not states[:, 1:].any()
+    switched = np.flatnonzero(np.diff(states[:, 0].astype(int)))
+    assert len(switched) == 1 and states[-1, 0]
+    on_at = switched[0] + 1  # the first frame lit
+    onset_frames = np.flatnonzero(mapper.onset_log)
+    assert times[on_at] > 6.0
+    # Acted on an onset, shown delay_frames later.
+    assert on_at - int(params.delay_frames) in onset_frames
