@@ -8,14 +8,15 @@ number of channels that change in the next 60 ms: the number of changes at a mom
 scale with the onset strength there. So, on top of the sections:
 
 1. **demand**: the onset strength, acted on ``shift`` frames later, above its
-   ``threshold_pct`` percentile over the song's music, scaled so that its 99th percentile
-   asks for ``scale`` changes, turned into whole changes per frame by error diffusion
-   (at most ``max_changes`` at a frame);
+   ``threshold_pct`` percentile over the song's music, scaled to a set rate of changes per
+   second, turned into whole changes per frame by error diffusion (at most
+   ``max_changes`` at a frame): a frame asks for changes in proportion to its strength;
 2. each frame's demand is met first by the section edges that fall there and the accents
    that end there, then by new **blinks**: a channel leaves its section state (an active
    one blinks off, an inactive one flashes on) and comes back on a later demand frame, at
-   least ``hold`` and at most ``max_frames`` later, before its section changes. A blink
-   with no such frame in reach is not started, so both of its edges land on onsets;
+   least ``hold`` and at most ``max_frames`` later, before its section changes (failing
+   that, on a lesser onset, a ``landing`` frame). A blink with no such frame in reach is
+   not started, so both of its edges land on onsets;
 3. the channels that blink are those nearest their section threshold (the smallest
    ``|z|``): within a section the same few channels flicker, so the light pattern of a
    passage comes back when the passage does (the duty of each 0.5 s window, which
@@ -33,11 +34,21 @@ from collections import deque
 import numpy as np
 
 
+def delayed(*, envelope: np.ndarray, shift: int) -> np.ndarray:
+    """``envelope [shape=(n,)]`` moved ``shift`` frames later (zeros before), float64: the
+    frame at which an onset should move the lamps."""
+    env = np.asarray(envelope, np.float64)
+    out = np.zeros(len(env))
+    out[shift:] = env[:len(env) - shift] if shift else env
+    return out
+
+
 def demand_counts(*, envelope: np.ndarray, allowed: np.ndarray, shift: int,
-                  threshold_pct: float, scale: float, max_changes: int) -> np.ndarray:
+                  threshold_pct: float, per_frame: float, max_changes: int) -> np.ndarray:
     """How many channels should change at each frame: the onset strength ``shift`` frames
-    before, above its ``threshold_pct`` percentile over the ``allowed`` frames, with the
-    99th percentile worth ``scale`` changes, diffused into whole numbers.
+    before, above its ``threshold_pct`` percentile over the ``allowed`` frames, scaled to
+    ``per_frame`` changes per allowed frame on average, diffused into whole numbers (at
+    most ``max_changes`` at a frame).
 
     Parameters
     ----------
@@ -48,18 +59,16 @@ def demand_counts(*, envelope: np.ndarray, allowed: np.ndarray, shift: int,
     -------
     np.ndarray [shape=(n,)] int, 0..``max_changes``
     """
-    env = np.asarray(envelope, np.float64)
     allowed = np.asarray(allowed, bool)
-    n = len(env)
-    want = np.zeros(n, np.int64)
-    if n == 0 or not allowed.any():
+    late = delayed(envelope=envelope, shift=shift)
+    want = np.zeros(len(late), np.int64)
+    if not len(late) or not allowed.any():
         return want
-    late = np.zeros(n)
-    late[shift:] = env[:n - shift] if shift else env
-    music = env[allowed]
-    excess = np.maximum(late - np.percentile(music, threshold_pct), 0.0)
-    excess *= scale / (np.percentile(music, 99) + 1e-9)
+    excess = np.maximum(late - np.percentile(np.asarray(envelope)[allowed], threshold_pct), 0)
     excess[~allowed] = 0.0
+    # A rate, not a scale: songs with peaky onsets (MIDI renders) would otherwise blink
+    # twice as often as orchestral ones, and their sections blur.
+    excess *= per_frame * np.count_nonzero(allowed) / (excess.sum() + 1e-12)
     err = 0.0
     for i in np.flatnonzero(excess).tolist():  # error diffusion, frame by frame
         err += excess[i]
@@ -67,6 +76,22 @@ def demand_counts(*, envelope: np.ndarray, allowed: np.ndarray, shift: int,
             q = min(int(err + 0.5), max_changes)
             want[i], err = q, err - q
     return want
+
+
+def landing_frames(*, envelope: np.ndarray, allowed: np.ndarray, shift: int,
+                   pct: float) -> np.ndarray:
+    """Frames where a blink may end when no demand frame is in its reach: lesser onsets,
+    the strength ``shift`` frames before above its ``pct`` percentile (none at 100).
+
+    Returns
+    -------
+    np.ndarray [shape=(n,)] bool
+    """
+    allowed = np.asarray(allowed, bool)
+    late = delayed(envelope=envelope, shift=shift)
+    if pct >= 100 or not allowed.any():
+        return np.zeros(len(late), bool)
+    return (late > np.percentile(np.asarray(envelope)[allowed], pct)) & allowed
 
 
 class _Budget:
@@ -100,7 +125,8 @@ class _Budget:
 
 def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
                  demand: np.ndarray, dt: float, hold: int, max_frames: int,
-                 max_per_s: int, window_s: float) -> np.ndarray:
+                 max_per_s: int, window_s: float,
+                 landing: np.ndarray | None = None) -> np.ndarray:
     """The section states with blinks on the demand frames (see the module docstring),
     every switch within the guard's budget.
 
@@ -112,6 +138,7 @@ def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
     demand : np.ndarray [shape=(n,)] int  :func:`demand_counts`
     hold : int  frames between two switches of a channel
     max_frames : int  the longest blink
+    landing : np.ndarray [shape=(n,)] bool, optional  :func:`landing_frames`
 
     Returns
     -------
@@ -170,12 +197,14 @@ def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
             if len(change):
                 end = t + int(change[0])  # back before the section changes
             later = np.flatnonzero(want[t + hold:end] > 0) if end > t + hold else []
+            if not len(later) and landing is not None and end > t + hold:
+                later = np.flatnonzero(landing[t + hold:end])
             if not len(later):
                 continue
             r = t + hold + int(later[0])
             if not budget.may_pair(c, t, r):
                 continue
-            want[r] -= 1  # the way back is one of that frame's changes
+            want[r] = max(0, want[r] - 1)  # the way back is one of that frame's changes
             state[c] = not state[c]
             budget.add(c, t)
             back_at[c] = r

@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pi.show.accents import demand_counts, plan_accents
+from pi.show.accents import demand_counts, landing_frames, plan_accents
 from pi.show.mapping import SilenceGate, brightness
 from pi.show.relay_rules import WINDOW_S
 
@@ -60,13 +60,15 @@ class LookaheadParams:
     # loud level (its 99th percentile): the smoothing looks ahead, the lamps must not.
     quiet_s: float = 0.3
     quiet_db: float = 40.0
-    # Accents (pi/show/accents.py): the onset strength above its accent_pct percentile, with
-    # its 99th percentile worth accent_scale channel changes (at most accent_max at once);
-    # a blink lasts at most accent_max_s. accent_scale 0: no accents.
+    # Accents (pi/show/accents.py): the onset strength above its accent_pct percentile asks
+    # for accent_rate channel changes per channel per second (0: no accents), at most
+    # accent_max at once; a blink lasts at most accent_max_s and ends on a frame that asked
+    # for changes, else on one whose onset strength is above its accent_land_pct percentile.
     accent_pct: float = 90.0
-    accent_scale: float = 4.0
+    accent_rate: float = 0.8
     accent_max: int = 6
     accent_max_s: float = 0.3
+    accent_land_pct: float = 75.0
 
 
 DEFAULT_LOOKAHEAD = LookaheadParams()
@@ -330,11 +332,13 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     states &= gate[:, None]
     states = merge_short_runs(states=states, min_frames=hold_frames)
     demand = demand_counts(envelope=envelope, allowed=gate, shift=params.onset_shift_frames,
-                           threshold_pct=params.accent_pct, scale=params.accent_scale,
-                           max_changes=params.accent_max)
+                           threshold_pct=params.accent_pct,
+                           per_frame=params.accent_rate * k * dt, max_changes=params.accent_max)
+    landing = landing_frames(envelope=envelope, allowed=gate, shift=params.onset_shift_frames,
+                             pct=params.accent_land_pct)
     states = plan_accents(sections=states, z=z, gate=gate, demand=demand, dt=dt,
                           hold=hold_frames, max_frames=int(round(params.accent_max_s / dt)),
-                          max_per_s=max_per_s, window_s=WINDOW_S)
+                          max_per_s=max_per_s, window_s=WINDOW_S, landing=landing)
     return Plan(states, _levels(states=states, z=z), onsets)
 
 
