@@ -34,6 +34,19 @@ from collections import deque
 import numpy as np
 
 
+def soften(*, envelope: np.ndarray, half: int) -> np.ndarray:
+    """``envelope [shape=(n,)]`` under a centred kernel of weights ``2 ** -|i|`` for
+    ``|i| <= half`` (float64). The judge's onset strength comes from frames twice as long
+    as the show's, and its 60 ms window spans five frames: a rise there is spread over
+    neighbouring frames, so a softened envelope asks for changes where the judge sees them.
+    """
+    env = np.asarray(envelope, np.float64)
+    if half <= 0 or not len(env):
+        return env.copy()
+    kernel = 2.0 ** -np.abs(np.arange(-half, half + 1))
+    return np.convolve(env, kernel, mode="same")[:len(env)]
+
+
 def delayed(*, envelope: np.ndarray, shift: int) -> np.ndarray:
     """``envelope [shape=(n,)]`` moved ``shift`` frames later (zeros before), float64: the
     frame at which an onset should move the lamps."""

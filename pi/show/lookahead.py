@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pi.show.accents import demand_counts, landing_frames, plan_accents
+from pi.show.accents import demand_counts, landing_frames, plan_accents, soften
 from pi.show.mapping import SilenceGate, brightness
 from pi.show.relay_rules import WINDOW_S
 
@@ -64,11 +64,12 @@ class LookaheadParams:
     # for accent_rate channel changes per channel per second (0: no accents), at most
     # accent_max at once; a blink lasts at most accent_max_s and ends on a frame that asked
     # for changes, else on one whose onset strength is above its accent_land_pct percentile.
-    accent_pct: float = 90.0
-    accent_rate: float = 0.8
+    accent_pct: float = 80.0
+    accent_rate: float = 0.6
     accent_max: int = 6
     accent_max_s: float = 0.3
     accent_land_pct: float = 75.0
+    accent_soften: int = 2  # frames either side over which the onset strength is spread
 
 
 DEFAULT_LOOKAHEAD = LookaheadParams()
@@ -331,10 +332,11 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
                         min_gap=hold_frames)
     states &= gate[:, None]
     states = merge_short_runs(states=states, min_frames=hold_frames)
-    demand = demand_counts(envelope=envelope, allowed=gate, shift=params.onset_shift_frames,
+    soft = soften(envelope=envelope, half=params.accent_soften)
+    demand = demand_counts(envelope=soft, allowed=gate, shift=params.onset_shift_frames,
                            threshold_pct=params.accent_pct,
                            per_frame=params.accent_rate * k * dt, max_changes=params.accent_max)
-    landing = landing_frames(envelope=envelope, allowed=gate, shift=params.onset_shift_frames,
+    landing = landing_frames(envelope=soft, allowed=gate, shift=params.onset_shift_frames,
                              pct=params.accent_land_pct)
     states = plan_accents(sections=states, z=z, gate=gate, demand=demand, dt=dt,
                           hold=hold_frames, max_frames=int(round(params.accent_max_s / dt)),
