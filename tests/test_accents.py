@@ -121,11 +121,14 @@ def test_a_planned_song_passes_the_guard_untouched_and_switches_on_its_onsets():
     assert guard.deferred == 0
     np.testing.assert_array_equal(guarded, plan.states)
     per_frame = np.bincount(_changes(plan.states)[:, 0], minlength=n)
-    on_onset = per_frame[::20].sum() / per_frame.sum()
+    # Each onset's changes: on its frame, or within the two frames either side over which
+    # the planner spreads its strength (accent_soften).
+    near = np.convolve(per_frame, np.ones(5), mode="same")[::20]
+    on_onset = near.sum() / per_frame.sum()
     assert on_onset > 0.9, f"{on_onset:.2f} of the changes fall on onsets"
     # The strongest onsets move more channels than the weakest.
     order = np.argsort(strength)
-    assert per_frame[::20][order[-50:]].mean() > per_frame[::20][order[:50]].mean() + 0.5
+    assert near[order[-50:]].mean() > near[order[:50]].mean() + 0.5
     quiet = replace(params, accent_rate=0.0)
     sections = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT,
                            gate_db=-14.0, silence_db=-60.0, min_hold_s=0.10, params=quiet)
