@@ -73,7 +73,8 @@ def test_edges_move_to_the_nearest_onset_in_reach_and_keep_their_order():
 
 def test_plan_switches_on_onsets_holds_runs_and_is_deterministic():
     acts, level, bands = _random_inputs()
-    params = LookaheadParams(onset_shift_frames=0)
+    # The section states alone: the accents on top are tests/test_accents.py's.
+    params = LookaheadParams(onset_shift_frames=0, accent_rate=0.0)
     plan = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT, gate_db=-14.0,
                        silence_db=-60.0, params=params)
     again = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT,

@@ -9,7 +9,8 @@ against the whole song:
 1. each channel's activation is smoothed by a *centred* moving average (``smooth_s``): a
    causal average of the same length lags by half of it and blurs the sections;
 2. a channel wants to be on while its smoothed activation is above its median over the
-   song's music (where the silence gate is open), so its duty follows the sections;
+   song's music (where the silence gate is open), with hysteresis (``hysteresis`` standard
+   deviations either side), so its duty follows the sections;
 3. every on/off edge moves to the nearest onset within ``snap_s``, keeping the edges in
    order (an edge never passes the one before it; two that meet cancel, unless they are a
    lone burst), so the lights change on the beat;
@@ -17,7 +18,10 @@ against the whole song:
 5. everything is off where the silence gate is closed (the causal show's gate, whose
    tail handling turns the lamps off after the music ends) or where nothing loud sounded
    in the last ``quiet_s`` (so the look-ahead never lights a lamp before a sound that
-   follows silence).
+   follows silence);
+6. on top of these section states, short blinks on the onsets, as many channels at a
+   moment as the onset is strong, every switch planned inside the relay guard's budget
+   (pi/show/accents.py).
 
 The onsets are peaks of a librosa-style onset strength (mel power in dB, rectified
 frame-to-frame rise, mean over bands) computed from the show's own 1024-sample frames, and
@@ -33,7 +37,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pi.show.accents import demand_counts, landing_frames, plan_accents, soften
 from pi.show.mapping import SilenceGate, brightness
+from pi.show.relay_rules import WINDOW_S
 
 TOP_DB = 80.0  # as librosa's power_to_db: the onset strength ignores cells this far down
 ONSET_BLOCK = 2048  # rows of mel bands per step of the onset strength (memory, not result)
@@ -43,7 +49,8 @@ ONSET_BLOCK = 2048  # rows of mel bands per step of the onset strength (memory, 
 class LookaheadParams:
     """The planner's settings (seconds unless named otherwise)."""
 
-    smooth_s: float = 0.25          # centred moving average of the activations
+    smooth_s: float = 0.5           # centred moving average of the activations
+    hysteresis: float = 0.15        # on above +this, off below -this (standard deviations)
     snap_s: float = 0.25            # an edge moves to the nearest onset at most this far
     onset_ratio: float = 1.5        # a peak must stand this far above its local mean
     onset_mean_s: float = 1.0       # the centred window of that local mean
@@ -53,6 +60,16 @@ class LookaheadParams:
     # loud level (its 99th percentile): the smoothing looks ahead, the lamps must not.
     quiet_s: float = 0.3
     quiet_db: float = 40.0
+    # Accents (pi/show/accents.py): the onset strength above its accent_pct percentile asks
+    # for accent_rate channel changes per channel per second (0: no accents), at most
+    # accent_max at once; a blink lasts at most accent_max_s and ends on a frame that asked
+    # for changes, else on one whose onset strength is above its accent_land_pct percentile.
+    accent_pct: float = 80.0
+    accent_rate: float = 0.6
+    accent_max: int = 6
+    accent_max_s: float = 0.3
+    accent_land_pct: float = 75.0
+    accent_soften: int = 2  # frames either side over which the onset strength is spread
 
 
 DEFAULT_LOOKAHEAD = LookaheadParams()
@@ -217,6 +234,26 @@ def merge_short_runs(*, states: np.ndarray, min_frames: int) -> np.ndarray:
     return out
 
 
+def hysteresis_states(*, z: np.ndarray, width: float) -> np.ndarray:
+    """On from where ``z`` rises above ``width`` until it falls below ``-width``; before
+    either, on where ``z[0] > 0``.
+
+    Parameters
+    ----------
+    z : np.ndarray [shape=(n, k)]
+
+    Returns
+    -------
+    np.ndarray [shape=(n, k)] bool
+    """
+    z = np.asarray(z, np.float64)
+    up, down = z > width, z < -width
+    idx = np.where(up | down, np.arange(len(z))[:, None], -1)
+    last = np.maximum.accumulate(idx, axis=0)
+    crossed = np.take_along_axis(up, np.maximum(last, 0), axis=0)
+    return np.where(last >= 0, crossed, z[:1] > 0)
+
+
 def recently_loud(*, level_db: np.ndarray, below_db: float, frames: int) -> np.ndarray:
     """Whether any of the last ``frames`` frames (this one included) was within
     ``below_db`` of the song's loud level, the 99th percentile of ``level_db [shape=(n,)]``.
@@ -254,7 +291,7 @@ def silence_gate(*, level_db: np.ndarray, gate_db: float, silence_db: float,
 
 def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.ndarray,
                 dt: float, gate_db: float, silence_db: float, min_hold_s: float = 0.0,
-                params: LookaheadParams = DEFAULT_LOOKAHEAD) -> Plan:
+                max_per_s: int = 3, params: LookaheadParams = DEFAULT_LOOKAHEAD) -> Plan:
     """A whole song's relay states and dimmer levels, planned with look-ahead (see the
     module docstring).
 
@@ -267,6 +304,7 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     gate_db, silence_db : the silence gate's settings (pi/show/mapping.py ``MappingParams``)
     min_hold_s : a hold the caller requires (the config's); the planner holds at least
         ``params.hold_s``
+    max_per_s : the relay guard's switches per channel per second, planned within
 
     Returns
     -------
@@ -289,10 +327,20 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
                          shift_frames=params.onset_shift_frames)
     hold = max(params.hold_s, min_hold_s)
     hold_frames = int(np.ceil(hold / dt - 1e-9))
-    states = snap_edges(want=z > 0, onsets=onsets, max_move=int(round(params.snap_s / dt)),
+    want = hysteresis_states(z=z, width=params.hysteresis)
+    states = snap_edges(want=want, onsets=onsets, max_move=int(round(params.snap_s / dt)),
                         min_gap=hold_frames)
     states &= gate[:, None]
     states = merge_short_runs(states=states, min_frames=hold_frames)
+    soft = soften(envelope=envelope, half=params.accent_soften)
+    demand = demand_counts(envelope=soft, allowed=gate, shift=params.onset_shift_frames,
+                           threshold_pct=params.accent_pct,
+                           per_frame=params.accent_rate * k * dt, max_changes=params.accent_max)
+    landing = landing_frames(envelope=soft, allowed=gate, shift=params.onset_shift_frames,
+                             pct=params.accent_land_pct)
+    states = plan_accents(sections=states, z=z, gate=gate, demand=demand, dt=dt,
+                          hold=hold_frames, max_frames=int(round(params.accent_max_s / dt)),
+                          max_per_s=max_per_s, window_s=WINDOW_S, landing=landing)
     return Plan(states, _levels(states=states, z=z), onsets)
 
 

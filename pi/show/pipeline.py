@@ -81,7 +81,8 @@ class Show:
         states, levels, self.planned_onsets = plan_states(
             activations=acts, level_db=level, bands_db=bands, dt=mapper.dt,
             gate_db=mapper.params.gate_db, silence_db=mapper.params.silence_db,
-            min_hold_s=mapper.hold_s, params=params)
+            min_hold_s=mapper.hold_s, params=params,
+            max_per_s=self.guard.max_per_s if self.guard else MECHANICAL_MAX_TOGGLES_PER_S)
         # The overrides index a frame's channels along axis 0: channels-first, all at once.
         states = mapper.overrides.states(states.T).T
         levels = mapper.overrides.levels(levels.T).T
