@@ -61,6 +61,7 @@ def test_partial_file_keeps_other_defaults(tmp_path):
     ("[audio]\nshuffle = 'yes'\n", r"audio\.shuffle: expected true or false"),
     ("[audio]\ndevice = -1\n", r"audio\.device: expected a device name"),
     ("[show]\nlatency_ms = 'soon'\n", r'show\.latency_ms: expected "auto" or a number'),
+    ("[show]\nlook_ahead = 'yes'\n", r"show\.look_ahead: expected true or false, found string"),
     ("[show]\ninvert = [0]\n", r"show\.invert\[0\]: expected an integer from 1"),
     ("[outputs]\nenabled = ['dmx']\n", r"outputs\.enabled\[0\]: expected one of \"rpigpio\""),
     ("[outputs]\nenabled = []\n", r"outputs\.enabled: expected at least one"),

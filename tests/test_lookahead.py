@@ -276,3 +276,15 @@ def test_the_plan_keeps_the_users_overrides(songs):
     assert shown.states[:, 1].all() and not shown.states[:, 2].any()
     np.testing.assert_array_equal(shown.states[:, 0], ~plain.states[:, 0])
     np.testing.assert_array_equal(shown.states[:, 3:], plain.states[:, 3:])
+
+
+def test_look_ahead_off_in_the_config_plays_songs_as_line_in_is_played(songs, tmp_path):
+    song, rec = songs / "one.wav", tmp_path / "rec.jsonl"
+    config = Config.from_dict({"audio": {"source": "file", "playlist": [str(song)]},
+                               "show": {"look_ahead": False},
+                               "outputs": {"enabled": ["mock"], "mock": {"record": str(rec)}}})
+    daemon = Daemon(config)
+    assert daemon.planner is None
+    assert daemon.run() == 0
+    live = np.array([r["states"] for r in MockOutput.read(rec) if r["event"] == "set"], bool)
+    np.testing.assert_array_equal(live, render_song(song, make_show()).states)

@@ -54,6 +54,7 @@ class ShowConfig:
     always_on: tuple[int, ...] = ()
     always_off: tuple[int, ...] = ()
     latency_ms: float | str = "auto"
+    look_ahead: bool = True
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ _CHECKS = {
     "show.always_on": check_channels,
     "show.always_off": check_channels,
     "show.latency_ms": check_latency,
+    "show.look_ahead": check_bool,
     "outputs.enabled": _enabled,
     "outputs.rpigpio.pins": lambda k, v: check_bcm_pins(v, k),
     "outputs.rpigpio.active_low": check_bool,
@@ -305,7 +307,8 @@ def check_config(path: str | Path | None) -> str:
     lines.append(f"  model:   {cfg.model.path or 'shipped default'}, mapper {cfg.model.mapper}")
     latency = "auto" if s.latency_ms == "auto" else f"{s.latency_ms:g} ms"
     lines.append(f"  show:    {s.channels} channels, hold {s.hold_ms} ms, silence below "
-                 f"{s.silence_db:g} dB, latency {latency}")
+                 f"{s.silence_db:g} dB, latency {latency}, songs "
+                 f"{'planned ahead' if s.look_ahead else 'as they play (causal)'}")
     for name in ("invert", "always_on", "always_off"):
         if getattr(s, name):
             lines.append(f"           {name}: channels {', '.join(map(str, getattr(s, name)))}")

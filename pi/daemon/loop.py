@@ -98,7 +98,8 @@ class Daemon:
         self.source = make_source(config, rate=self.show.feature_params.sample_rate
                                   if self.show else 0, realtime=realtime, stop=self.stop)
         self.planner: Planner | None = None
-        if self.show is not None and config.audio.source in ("playlist", "file"):
+        if (self.show is not None and config.show.look_ahead
+                and config.audio.source in ("playlist", "file")):
             # Its own show: the planner thread must share no buffers with this loop's.
             planned = show_from_config(config)
             self.planner = Planner(planned, cache=PlanCache(

@@ -29,6 +29,7 @@ EDITABLE: dict[str, Any] = {
     "show.hold_ms": "int",
     "show.silence_db": "num",
     "show.latency_ms": "auto_num",
+    "show.look_ahead": "bool",
     "schedule.enabled": "bool",
     "schedule.days": "days",
     "schedule.on": "str",
