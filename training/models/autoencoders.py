@@ -63,7 +63,8 @@ def timbre_targets(frames_db: np.ndarray, *, n_coefficients: int = N_TIMBRE,
                          f" found shape {frames_db.shape}")
     mel_t, dct_t = _timbre_basis(params.n_bins, params.sample_rate, params.n_fft,
                                  n_coefficients)
-    mel_power = (10.0 ** (frames_db / 10.0)) @ mel_t
+    # exp rather than 10 ** x: the same powers, at a third of the cost over a whole library.
+    mel_power = np.exp(frames_db * np.float32(np.log(10.0) / 10.0)) @ mel_t
     # float64 from here: a coefficient is a sum of 128 terms near -60 dB, and within a steady
     # song its spread can be small enough for float32 rounding to show after standardising.
     mel_db = 10.0 * np.log10(np.maximum(mel_power.astype(np.float64), 1e-10))
@@ -79,21 +80,27 @@ def song_sequences(songs: list[tuple[np.ndarray, np.ndarray]], *, length: int,
     consecutive frames ``[shape=(n, length, 513)]`` and their targets, at most ``max_frames``
     frames in all (an even pick over the runs of every song, so every song counts)."""
     rng = np.random.default_rng(seed)
-    xs, ys = [], []
-    for frames, targets in songs:
+    runs = []  # (song, first frame, number of runs)
+    for frames, _ in songs:
         n = len(frames) // length
-        if n == 0:
-            continue
-        start = int(rng.integers(0, len(frames) - n * length + 1))
-        end = start + n * length
-        xs.append(frames[start:end].reshape(n, length, -1))
-        ys.append(targets[start:end].reshape(n, length, -1))
-    if not xs:
+        if n:
+            runs.append((frames, _, int(rng.integers(0, len(frames) - n * length + 1)), n))
+    if not runs:
         raise ValueError(f"song_sequences: expected a song of at least {length} frames, "
                          f"found none")
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    step = max(1, int(np.ceil(len(x) * length / max_frames)))
-    return x[::step], y[::step]
+    total = sum(n for *_, n in runs)
+    step = max(1, int(np.ceil(total * length / max_frames)))
+    # Every step-th run of the whole library, taken song by song: only the kept frames are
+    # copied, never the whole library.
+    xs, ys, offset = [], [], 0
+    for frames, targets, start, n in runs:
+        keep = np.arange((-offset) % step, n, step)
+        offset += n
+        if len(keep):
+            idx = (start + keep[:, None] * length + np.arange(length)).ravel()
+            xs.append(np.asarray(frames[idx]).reshape(len(keep), length, -1))
+            ys.append(np.asarray(targets[idx]).reshape(len(keep), length, -1))
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 @keras.saving.register_keras_serializable(package="lightshow")
@@ -206,7 +213,8 @@ def train_autoencoder(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val
                       batch_frames: int = 512, context: int = 2,
                       reconstruction_weight: float = 1.0, timbre_weight: float = 1.0,
                       decorrelation: float = 0.0, decoder_units: int = 256, patience: int = 4,
-                      seed: int = 0, verbose: int = 0) -> TrainResult:
+                      learning_rate: float = 1e-3, seed: int = 0,
+                      verbose: int = 0) -> TrainResult:
     """Train on sequences of normalised frames ``[shape=(n, length, 513)]`` with their timbre
     targets ``[shape=(n, length, 20)]`` (:func:`song_sequences`), stopping early on the
     validation loss."""
@@ -219,7 +227,7 @@ def train_autoencoder(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val
     encoder = ENCODERS[kind](x_train.shape[2], bottleneck=bottleneck)
     model = build_trainer(encoder, length=length, context=context, n_timbre=y_train.shape[2],
                           decorrelation=decorrelation, decoder_units=decoder_units)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss={"timbre": "mse", "reconstruction": "mse"},
                   loss_weights={"timbre": timbre_weight,
                                 "reconstruction": reconstruction_weight})
