@@ -26,6 +26,7 @@ from training.corpus.stems import load_stems, sidecar
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = ROOT / ".cache" / "demo-corpus"
+EPOCHS, BATCH_FRAMES, LEARNING_RATE, SCHEDULE = 16, 2048, 2e-3, "plateau"
 
 
 def fit_pca(x: np.ndarray, *, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -193,7 +194,9 @@ def train_candidates(args, data: Data, params, *, clock=None) -> tuple[dict, dic
             clock.lap(f"{label} (fit {res.seconds:.0f} s wall, then scored)")
 
     base = dict(decorrelation=args.decorrelation, context=args.context,
-                reconstruction_weight=args.reconstruction_weight)
+                reconstruction_weight=args.reconstruction_weight,
+                batch_frames=args.batch_frames, learning_rate=args.learning_rate,
+                cosine=args.schedule == "cosine")
     for kind in ("dense", "conv"):
         train_and_score(kind, kind, data.x_train, data.y_train, args.epochs, **base)
     if args.ablations:
@@ -245,6 +248,8 @@ def export(args, *, c: Corpus, t: Trimmed, data: Data, results: dict, candidates
                        "host": platform.node(), "python": platform.python_version(),
                        "seed": args.seed, "epochs_max": args.epochs,
                        "max_frames": args.max_frames, "sequence_length": args.sequence_length,
+                       "batch_frames": args.batch_frames,
+                       "learning_rate": args.learning_rate, "schedule": args.schedule,
                        "context": args.context, "decorrelation": args.decorrelation,
                        "reconstruction_weight": args.reconstruction_weight,
                        "train_seconds_total": round(seconds, 1),
@@ -369,8 +374,16 @@ def main(argv=None) -> int:
     ap.add_argument("--bottleneck", type=int, default=8, help="channels (8 per relay board)")
     # 16 epochs of at most 50k frames: 714 s of CPU for `make train` on 2 hours of music
     # (Dec 2026, timbre and context heads; 21 min wall on the shared 2-core machine).
-    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--max-frames", type=int, default=50_000)
+    ap.add_argument("--batch-frames", type=int, default=BATCH_FRAMES,
+                    help="frames per gradient step (default: %(default)s)")
+    ap.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
+                    help="Adam's (starting) learning rate (default: %(default)s)")
+    ap.add_argument("--schedule", choices=("cosine", "plateau"), default=SCHEDULE,
+                    help="cosine: the rate falls to 5%% of its start over exactly --epochs; "
+                         "plateau: cut by 0.3 after 2 epochs without progress "
+                         "(default: %(default)s)")
     ap.add_argument("--decorrelation", type=float, default=0.1)
     ap.add_argument("--context", type=int, default=4,
                     help="the training-only decoder rebuilds frame t from the codes of frames "

@@ -213,7 +213,7 @@ def train_autoencoder(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val
                       batch_frames: int = 512, context: int = 2,
                       reconstruction_weight: float = 1.0, timbre_weight: float = 1.0,
                       decorrelation: float = 0.0, decoder_units: int = 256, patience: int = 4,
-                      learning_rate: float = 1e-3, seed: int = 0,
+                      learning_rate: float = 1e-3, cosine: bool = False, seed: int = 0,
                       verbose: int = 0) -> TrainResult:
     """Train on sequences of normalised frames ``[shape=(n, length, 513)]`` with their timbre
     targets ``[shape=(n, length, 20)]`` (:func:`song_sequences`), stopping early on the
@@ -227,17 +227,24 @@ def train_autoencoder(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val
     encoder = ENCODERS[kind](x_train.shape[2], bottleneck=bottleneck)
     model = build_trainer(encoder, length=length, context=context, n_timbre=y_train.shape[2],
                           decorrelation=decorrelation, decoder_units=decoder_units)
+    batch_size = max(1, batch_frames // length)
+    callbacks = [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]
+    if cosine:
+        # The learning rate falls from its start to 5% of it over exactly ``epochs``: a fixed
+        # budget that ends converged, instead of waiting for plateaus.
+        steps = epochs * int(np.ceil(len(x_train) / batch_size))
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)
+    else:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=2))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss={"timbre": "mse", "reconstruction": "mse"},
                   loss_weights={"timbre": timbre_weight,
                                 "reconstruction": reconstruction_weight})
-    stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
-    reduce = keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=2)
     t0 = time.perf_counter()
     hist = model.fit(x_train, {"timbre": y_train, "reconstruction": x_train},
                      validation_data=(x_val, {"timbre": y_val, "reconstruction": x_val}),
-                     epochs=epochs, batch_size=max(1, batch_frames // length), shuffle=True,
-                     callbacks=[stop, reduce], verbose=verbose)
+                     epochs=epochs, batch_size=batch_size, shuffle=True,
+                     callbacks=callbacks, verbose=verbose)
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
     return TrainResult(model, encoder, history, time.perf_counter() - t0)
 
