@@ -372,8 +372,11 @@ def main(argv=None) -> int:
     ap.add_argument("--models-dir", default=str(ROOT / "models"))
     ap.add_argument("--cache-dir", default=str(ROOT / ".cache" / "features"))
     ap.add_argument("--bottleneck", type=int, default=8, help="channels (8 per relay board)")
-    # 16 epochs of at most 50k frames: 714 s of CPU for `make train` on 2 hours of music
-    # (Dec 2026, timbre and context heads; 21 min wall on the shared 2-core machine).
+    # 16 epochs of at most 50k frames in 2048-frame batches, no ablations: 403 s of CPU for
+    # `make train` on 2 hours of music from a cold feature cache, 9.5 min wall on the shared
+    # 2-core machine (Dec 2026; 512-frame batches and the ablations took 714 s and 21 min).
+    # Fewer epochs or frames cost the encoder's structure: 8 epochs (cosine schedule) took
+    # the duty-SSM ceiling on training songs from 0.79 to 0.73.
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--max-frames", type=int, default=50_000)
     ap.add_argument("--batch-frames", type=int, default=BATCH_FRAMES,
