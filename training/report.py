@@ -131,8 +131,9 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;t
 img{{max-width:100%;border:1px solid #eee}}</style></head><body>
 <h1>{html.escape(title)}</h1><ul>{items}</ul>
 <h2>Evaluation on held-out songs</h2>{_table(results)}
-<p>Columns: the exported models, then the ablations (the old objective, reconstruction only;
-no temporal context in the decoder; no auxiliary decorrelation loss) and LightShowPi-style
+<p>Columns: the exported models, then (with <code>--ablations</code>) the ablations
+(the same design on fewer frames, reconstruction only; no temporal context in the decoder;
+no auxiliary decorrelation loss) and LightShowPi-style
 bands through the same mapping. mse/pca compares the reconstruction head (frame t from the
 codes of its neighbours too) with PCA-8 of frame t alone.</p>
 {body}</body></html>"""

@@ -228,9 +228,10 @@ class EndDetector:
             return np.zeros(0)
         return self.predict_proba(song_inputs(song, params=self.params))[:, 1]
 
-    def detect_end_s(self, song: SongFeatures) -> float:
-        """The song's music end in seconds; its duration when no ending is found."""
-        k = suffix_start(self.ending_proba(song), clip=self.clip)
+    def detect_end_s(self, song: SongFeatures, *, proba: np.ndarray | None = None) -> float:
+        """The song's music end in seconds; its duration when no ending is found.
+        ``proba``: the song's :meth:`ending_proba`, when already computed."""
+        k = suffix_start(self.ending_proba(song) if proba is None else proba, clip=self.clip)
         if k >= song.n_frames:
             return float(song.duration_s)
         return float(frame_times(k, params=self.params)[-1]) if k > 0 else 0.0
@@ -252,7 +253,7 @@ class EndDetector:
             end = true_end_s(song, ann, params=self.params)
             y = end_labels(song, end_s=end, params=self.params)
             p = self.ending_proba(song)
-            detected = self.detect_end_s(song)
+            detected = self.detect_end_s(song, proba=p)
             ys.append(y)
             preds.append(p > 0.5)
             suffix.append(end_labels(song, end_s=detected, params=self.params))
