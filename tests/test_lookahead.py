@@ -15,12 +15,12 @@ import soundfile as sf
 from pi.cli import main as cli
 from pi.show.bundle import shipped_bundle
 from pi.daemon.loop import Daemon
-from pi.show.features import frame_times, song_features
+from pi.show.features import StreamingFeatures, frame_times, song_features
 from pi.show.lookahead import (LookaheadParams, merge_short_runs, onset_strength, pick_onsets,
                           plan_states, snap_edges)
 from pi.outputs.base import MockOutput
 from pi.show.plans import PlanCache, Planner, plan_song, show_key
-from pi.offline.render import render_song
+from pi.offline.render import render_blocks, render_song
 from pi.show.pipeline import make_show
 from pi.config.load import Config
 from training.corpus.synth import synth_song
@@ -275,3 +275,30 @@ def test_the_plan_keeps_the_users_overrides(songs):
     assert shown.states[:, 1].all() and not shown.states[:, 2].any()
     np.testing.assert_array_equal(shown.states[:, 0], ~plain.states[:, 0])
     np.testing.assert_array_equal(shown.states[:, 3:], plain.states[:, 3:])
+
+
+
+def test_render_plans_a_long_song_in_blocks_exactly_as_the_whole_song_at_once(tmp_path):
+    # render keeps only what the plan needs (its inputs allocated once, the mel bands freed
+    # after their onset strength, the switch limit in blocks): the same plan, bit for bit, as
+    # the whole song's inputs planned in one go, whether the length it was told is right or
+    # too short.
+    y, _ = synth_song(seconds=40.0, seed=23, ending="fade")
+    path = tmp_path / "long.wav"
+    sf.write(path, y, RATE)
+    audio = _read(path)
+    blocks = [audio[i:i + 30000] for i in range(0, len(audio), 30000)]
+    show, stream = make_show(), StreamingFeatures()
+    # The encoder's product sums in another order for another number of rows: the inputs
+    # come from the same blocks of frames as render's.
+    inputs = [show.plan_inputs(stream.push(b)) for b in blocks]
+    acts, level, bands = (np.concatenate(column) for column in zip(*inputs))
+    whole = show.plan_signals(acts, level, bands, frame_times(len(acts)))
+    timeline = render_blocks(blocks, make_show(), levels=True, lookahead=True,
+                             expected_frames=100)
+    np.testing.assert_array_equal(timeline.states, whole.states)
+    np.testing.assert_array_equal(timeline.levels, whole.levels)
+    np.testing.assert_array_equal(timeline.activations, whole.activations)
+    assert len(whole.states) > 3000 and whole.states.any() and not whole.states.all()
+    rendered = render_song(path, make_show(), levels=True, lookahead=True)
+    np.testing.assert_array_equal(rendered.states, whole.states)

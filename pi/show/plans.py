@@ -118,7 +118,9 @@ def plan_song(song: Path, show: Show) -> ShowFrames:
     from pi.offline.render import render_song
 
     timeline = render_song(song, show, levels=True, lookahead=True)
-    return ShowFrames(timeline.states, timeline.activations, timeline.levels)
+    # Playback needs no activations (as a plan loaded from the cache): not kept.
+    states = timeline.states
+    return ShowFrames(states, np.zeros(states.shape, np.float32), timeline.levels)
 
 
 class Planner:
