@@ -15,6 +15,7 @@ import soundfile as sf
 from pi.cli import main as cli
 from pi.show.bundle import shipped_bundle
 from pi.daemon.loop import Daemon
+from pi.audio.sources import END
 from pi.show.features import StreamingFeatures, frame_times, song_features
 from pi.show.lookahead import (LookaheadParams, merge_short_runs, onset_strength, pick_onsets,
                           plan_states, snap_edges)
@@ -225,6 +226,10 @@ def test_the_daemon_plays_each_songs_plan_at_its_played_position(songs, tmp_path
     caplog.set_level(logging.INFO)
     one, two = songs / "one.wav", songs / "two.wav"
     daemon, rec = _run_daemon(tmp_path, one, two)
+    # A check that must match render from each song's first frame (run --plan-wait) holds a
+    # song's first block for its plan, up to a bound never reached here. The appliance does
+    # not wait (below).
+    daemon.plan_wait_s = 600.0
     assert daemon.run() == 0
     sets = [r for r in MockOutput.read(rec) if r["event"] == "set"]
     assert caplog.text.count("playing its look-ahead show") == 2
@@ -253,14 +258,54 @@ def test_a_song_whose_plan_is_late_plays_the_causal_show(songs, tmp_path, caplog
         return plan_song(path, show)
 
     daemon.planner = Planner(daemon.show, cache=None, plan=never_in_time)
-    daemon.source.wait_for_plans = False  # as a source that plays in real time
+    caplog.set_level(logging.INFO)
     try:
-        assert daemon.run() == 0
+        assert daemon.run() == 0  # the lamps do not wait for the plan
     finally:
         release.set()
-    assert "no look-ahead plan ready in time; the causal show plays it" in caplog.text
+    assert "plan is not ready yet; the causal show plays until it is" in caplog.text
+    assert "plan is ready" not in caplog.text
     live = np.array([r["states"] for r in MockOutput.read(rec) if r["event"] == "set"], bool)
     np.testing.assert_array_equal(live, render_song(song, make_show()).states)
+
+
+def test_a_plan_ready_mid_song_takes_over_from_the_next_frame(songs, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    song = songs / "one.wav"
+    daemon, rec = _run_daemon(tmp_path, song)
+    release = threading.Event()
+
+    def planned_when_released(path, show):
+        release.wait()
+        return plan_song(path, show)
+
+    daemon.planner = planner = Planner(daemon.show, cache=None, plan=planned_when_released)
+    read, blocks = daemon.source.read, []
+
+    def read_then_release(timeout):
+        block = read(timeout)
+        if block is not None and block is not END:
+            blocks.append(len(block))
+            if len(blocks) == 4:  # the plan is made while the fourth block is read
+                release.set()
+                assert planner.get(song, wait_s=600.0) is not None  # made (never this long)
+        return block
+
+    daemon.source.read = read_then_release
+    assert daemon.run() == 0
+    assert "plan is not ready yet" in caplog.text
+    assert "its look-ahead plan is ready; playing it from" in caplog.text
+    live = np.array([r["states"] for r in MockOutput.read(rec) if r["event"] == "set"], bool)
+    causal = render_song(song, make_show()).states
+    plan = render_song(song, make_show(), lookahead=True).states
+    switch = (sum(blocks[:3]) - 1024) // 512 + 1  # the first frame of the fourth block
+    assert len(live) == len(plan) and 0 < switch < len(plan) // 2
+    np.testing.assert_array_equal(live[:switch], causal[:switch])
+    # The switch limit carries on over the change of show: once its one-second window holds
+    # only the plan's switches, the lamps are the plan's.
+    after = switch + 2 * int(1 / DT)
+    np.testing.assert_array_equal(live[after:], plan[after:])
+    assert not np.array_equal(live[after:], causal[after:])
 
 
 def test_the_plan_keeps_the_users_overrides(songs):
