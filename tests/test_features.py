@@ -5,7 +5,8 @@ from hypothesis import given, settings, strategies as st
 
 from pi.audio.decode import read_song
 from pi.show.features import (DEFAULT_PARAMS, N_BINS, StreamingFeatures, fit_normalisation,
-                         frame_times, n_frames_for, normalise, resample, song_features)
+                         frame_times, n_frames_for, normalise, resample, song_features,
+                         to_mono)
 
 SR = DEFAULT_PARAMS.sample_rate
 
@@ -69,6 +70,20 @@ def test_stereo_is_mixed_to_mono(tmp_path):
     x = _noisy_tone(0.5)
     sf.write(tmp_path / "st.wav", np.stack([x, x], axis=1), SR, subtype="FLOAT")
     assert np.allclose(read_song(tmp_path / "st.wav"), x, atol=1e-6)
+
+
+def test_mono_is_the_mean_of_the_channels_bit_for_bit():
+    # Stereo has its own fast path: it must give np.mean's numbers exactly, tiny, huge and
+    # signed zeros included.
+    rng = np.random.default_rng(7)
+    for dtype in (np.float32, np.float64):
+        for channels in (1, 2, 3, 6):
+            x = (rng.normal(size=(5000, channels))
+                 * 10.0 ** rng.uniform(-42, 30, size=(5000, 1))).astype(dtype)
+            x[:3] = [[0.0] * channels, [-0.0] * channels, [1.0] + [-1.0] * (channels - 1)]
+            mono = to_mono(x)
+            assert mono.dtype == np.float32
+            np.testing.assert_array_equal(mono, x.mean(axis=1).astype(np.float32))
 
 
 def test_resampling_keeps_the_tone_and_the_length(tmp_path):

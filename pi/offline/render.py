@@ -149,6 +149,9 @@ class _PlanInputs:
 def write_csv(timeline: Timeline, out: str | Path) -> None:
     """``time_s,ch1..chN,act1..actN``; one row per frame."""
     n = timeline.states.shape[1]
+    # A row as csv.writer writes it (numbers need no quoting; its "\r\n" line ends), formatted
+    # in one call: a writerow per row cost a quarter of a render.
+    line = ",".join(["{:.6f}"] + ["{:d}"] * n + ["{:.5f}"] * n) + "\r\n"
     with atomic_write(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["time_s"] + [f"ch{i + 1}" for i in range(n)] + [f"act{i + 1}" for i in range(n)])
@@ -157,10 +160,9 @@ def write_csv(timeline: Timeline, out: str | Path) -> None:
         # would cost memory. Same text: a numpy float formats as its Python float.
         for i in range(0, len(timeline.times_s), 1024):
             rows = slice(i, i + 1024)
-            for t, s, a in zip(timeline.times_s[rows].tolist(),
-                               timeline.states[rows].astype(int).tolist(),
-                               timeline.activations[rows].tolist()):
-                w.writerow([f"{t:.6f}", *s, *(f"{v:.5f}" for v in a)])
+            f.write("".join([line.format(t, *s, *a) for t, s, a in zip(
+                timeline.times_s[rows].tolist(), timeline.states[rows].astype(int).tolist(),
+                timeline.activations[rows].tolist())]))
 
 
 def n_steps(duration_s: float, *, step_ms: int) -> int:
