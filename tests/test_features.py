@@ -118,3 +118,26 @@ def test_skip_counts_the_frames_push_would_make_and_keeps_the_stream_aligned():
     assert skipping.frames_emitted == pushed.frames_emitted
     for b in blocks[20:]:
         np.testing.assert_array_equal(skipping.push(b), pushed.push(b))
+
+
+def test_prefetched_blocks_come_in_order_errors_in_place_and_closing_stops_the_thread():
+    import threading
+
+    from pi.audio.decode import AudioFileError, prefetched
+
+    def blocks(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise AudioFileError(f"song.ogg: decoding failed part-way at block {i}")
+            yield np.full(3, i, np.float32)
+
+    assert [int(b[0]) for b in prefetched(blocks(50), depth=2)] == list(range(50))
+    got = []
+    with pytest.raises(AudioFileError, match="at block 7"):
+        for b in prefetched(blocks(50, fail_at=7)):
+            got.append(int(b[0]))
+    assert got == list(range(7))  # everything before the error, nothing lost
+    early = prefetched(blocks(10**6), depth=2)
+    assert int(next(early)[0]) == 0
+    early.close()  # the caller stops: so does the thread making the blocks
+    assert not any(t.name == "prefetch" for t in threading.enumerate())

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from pi.audio.decode import iter_song_blocks, song_info
+from pi.audio.decode import iter_song_blocks, prefetched, song_info
 from pi.files import atomic_write
 from pi.show.features import StreamingFeatures, frame_times, n_frames_for
 from pi.show.lookahead import onset_strength
@@ -67,19 +67,16 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     how many frames the blocks hold (memory only: the planner's inputs are then allocated
     once)."""
     params = show.feature_params
-    stream = StreamingFeatures(params=params)
-    parts, audio, n_samples = [], [], 0
+    parts, audio, n_samples = [], [] if keep_audio else None, 0
     inputs = _PlanInputs(show, expected_frames or 0) if lookahead else None
     # The show logic's own onset test, frame by frame: the marks are the show's, and
     # nothing is computed twice.
     show.mapper.onset_log = [] if onsets and not lookahead else None
     try:
-        for block in blocks:
-            n_samples += len(block)
-            if keep_audio:
-                audio.append(block)
-            start = stream.frames_emitted
-            frames = stream.push(block)
+        # Decoding and the spectra in a thread of their own (both release the GIL for
+        # most of their time): on a second core, while this one works out the show.
+        for count, start, frames in prefetched(_spectra(blocks, params, audio)):
+            n_samples += count
             if len(frames):
                 if inputs is not None:
                     inputs.append(*show.plan_inputs(frames))
@@ -113,6 +110,16 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     if keep_audio:
         return timeline, (np.concatenate(audio) if audio else np.zeros(0, np.float32))
     return timeline
+
+
+def _spectra(blocks: Iterable[np.ndarray], params, audio: list | None):
+    """``(samples, first frame, frames)`` of each block, keeping it in ``audio`` if given."""
+    stream = StreamingFeatures(params=params)
+    for block in blocks:
+        if audio is not None:
+            audio.append(block)
+        start = stream.frames_emitted
+        yield len(block), start, stream.push(block)
 
 
 class _PlanInputs:
