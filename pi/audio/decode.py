@@ -60,7 +60,7 @@ def iter_song_blocks(path: str | Path, *, sample_rate: int = SAMPLE_RATE,
 _DONE = object()
 
 
-def prefetched(blocks: Iterable[T], *, depth: int = 4) -> Iterator[T]:
+def prefetched(blocks: Iterable[T], *, depth: int = 2) -> Iterator[T]:
     """``blocks`` as they come, made up to ``depth`` ahead in a thread of their own: decoding
     (libsndfile, soxr) and numpy's FFT release the GIL, so a render decodes on one core
     while the show is worked out on another. An error while making them is raised here, in order; stopping

@@ -73,13 +73,16 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     # nothing is computed twice.
     show.mapper.onset_log = [] if onsets and not lookahead else None
     try:
-        # Decoding and the spectra in a thread of their own (both release the GIL for
-        # most of their time): on a second core, while this one works out the show.
-        for count, start, frames in prefetched(_spectra(blocks, params, audio)):
+        # Decoding and the spectra (and for a plan, each frame's level and mel bands) in a
+        # thread of their own, which numpy and libsndfile let run beside this one for most
+        # of its time: on a second core, while this one works out the show.
+        signals = show.mapper.frame_signals if inputs is not None else None
+        for count, start, frames, levels_bands in prefetched(_spectra(blocks, params, audio,
+                                                                      signals)):
             n_samples += count
             if len(frames):
-                if inputs is not None:
-                    inputs.append(*show.plan_inputs(frames))
+                if inputs is not None:  # Show.plan_inputs, in two threads
+                    inputs.append(show.activations(frames), *levels_bands)
                     continue
                 times = frame_times(start + len(frames), params=params)[start:]
                 parts.append(show.process(frames, times))
@@ -112,14 +115,16 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     return timeline
 
 
-def _spectra(blocks: Iterable[np.ndarray], params, audio: list | None):
-    """``(samples, first frame, frames)`` of each block, keeping it in ``audio`` if given."""
+def _spectra(blocks: Iterable[np.ndarray], params, audio: list | None, signals=None):
+    """``(samples, first frame, frames, signals(frames))`` of each block (None without
+    ``signals``), keeping the block in ``audio`` if given."""
     stream = StreamingFeatures(params=params)
     for block in blocks:
         if audio is not None:
             audio.append(block)
         start = stream.frames_emitted
-        yield len(block), start, stream.push(block)
+        frames = stream.push(block)
+        yield len(block), start, frames, None if signals is None else signals(frames)
 
 
 class _PlanInputs:
