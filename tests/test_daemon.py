@@ -78,9 +78,12 @@ def test_render_cli_writes_the_csv_and_matches_the_daemon(songs, tmp_path, capsy
     np.testing.assert_allclose(table[:, 0], frame_times(n), atol=1e-6)  # the frame ends
     assert table[0, 0] == pytest.approx(1024 / RATE, abs=1e-6)
     assert set(np.unique(table[:, 1:9])) <= {0.0, 1.0}
-    # The daemon lights exactly what render writes: one pipeline, offline or live.
+    # The daemon lights exactly what render writes: one pipeline, offline or live (from the
+    # first frame when it waits for the song's plan: the appliance starts with the causal
+    # show while the plan is made).
     rec = tmp_path / "rec.jsonl"
-    assert _run("--mapper", "bands", "--record", str(rec), str(songs / "song.wav")) == 0
+    assert _run("--mapper", "bands", "--plan-wait", "600", "--record", str(rec),
+                str(songs / "song.wav")) == 0
     live = np.array([r["states"] for r in _sets(rec)], float)
     np.testing.assert_array_equal(live, table[:, 1:9])
 

@@ -5,7 +5,8 @@ from hypothesis import given, settings, strategies as st
 
 from pi.audio.decode import read_song
 from pi.show.features import (DEFAULT_PARAMS, N_BINS, StreamingFeatures, fit_normalisation,
-                         frame_times, n_frames_for, normalise, resample, song_features)
+                         frame_times, n_frames_for, normalise, resample, song_features,
+                         to_mono)
 
 SR = DEFAULT_PARAMS.sample_rate
 
@@ -71,6 +72,20 @@ def test_stereo_is_mixed_to_mono(tmp_path):
     assert np.allclose(read_song(tmp_path / "st.wav"), x, atol=1e-6)
 
 
+def test_mono_is_the_mean_of_the_channels_bit_for_bit():
+    # Stereo has its own fast path: it must give np.mean's numbers exactly, tiny, huge and
+    # signed zeros included.
+    rng = np.random.default_rng(7)
+    for dtype in (np.float32, np.float64):
+        for channels in (1, 2, 3, 6):
+            x = (rng.normal(size=(5000, channels))
+                 * 10.0 ** rng.uniform(-42, 30, size=(5000, 1))).astype(dtype)
+            x[:3] = [[0.0] * channels, [-0.0] * channels, [1.0] + [-1.0] * (channels - 1)]
+            mono = to_mono(x)
+            assert mono.dtype == np.float32
+            np.testing.assert_array_equal(mono, x.mean(axis=1).astype(np.float32))
+
+
 def test_resampling_keeps_the_tone_and_the_length(tmp_path):
     rate = 48000
     t = np.arange(rate) / rate
@@ -103,3 +118,26 @@ def test_skip_counts_the_frames_push_would_make_and_keeps_the_stream_aligned():
     assert skipping.frames_emitted == pushed.frames_emitted
     for b in blocks[20:]:
         np.testing.assert_array_equal(skipping.push(b), pushed.push(b))
+
+
+def test_prefetched_blocks_come_in_order_errors_in_place_and_closing_stops_the_thread():
+    import threading
+
+    from pi.audio.decode import AudioFileError, prefetched
+
+    def blocks(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise AudioFileError(f"song.ogg: decoding failed part-way at block {i}")
+            yield np.full(3, i, np.float32)
+
+    assert [int(b[0]) for b in prefetched(blocks(50), depth=2)] == list(range(50))
+    got = []
+    with pytest.raises(AudioFileError, match="at block 7"):
+        for b in prefetched(blocks(50, fail_at=7)):
+            got.append(int(b[0]))
+    assert got == list(range(7))  # everything before the error, nothing lost
+    early = prefetched(blocks(10**6), depth=2)
+    assert int(next(early)[0]) == 0
+    early.close()  # the caller stops: so does the thread making the blocks
+    assert not any(t.name == "prefetch" for t in threading.enumerate())

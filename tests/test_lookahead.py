@@ -15,12 +15,13 @@ import soundfile as sf
 from pi.cli import main as cli
 from pi.show.bundle import shipped_bundle
 from pi.daemon.loop import Daemon
-from pi.show.features import frame_times, song_features
+from pi.audio.sources import END
+from pi.show.features import StreamingFeatures, frame_times, song_features
 from pi.show.lookahead import (LookaheadParams, merge_short_runs, onset_strength, pick_onsets,
                           plan_states, snap_edges)
 from pi.outputs.base import MockOutput
 from pi.show.plans import PlanCache, Planner, plan_song, show_key
-from pi.offline.render import render_song
+from pi.offline.render import render_blocks, render_song
 from pi.show.pipeline import make_show
 from pi.config.load import Config
 from training.corpus.synth import synth_song
@@ -226,6 +227,10 @@ def test_the_daemon_plays_each_songs_plan_at_its_played_position(songs, tmp_path
     caplog.set_level(logging.INFO)
     one, two = songs / "one.wav", songs / "two.wav"
     daemon, rec = _run_daemon(tmp_path, one, two)
+    # A check that must match render from each song's first frame (run --plan-wait) holds a
+    # song's first block for its plan, up to a bound never reached here. The appliance does
+    # not wait (below).
+    daemon.plan_wait_s = 600.0
     assert daemon.run() == 0
     sets = [r for r in MockOutput.read(rec) if r["event"] == "set"]
     assert caplog.text.count("playing its look-ahead show") == 2
@@ -254,14 +259,54 @@ def test_a_song_whose_plan_is_late_plays_the_causal_show(songs, tmp_path, caplog
         return plan_song(path, show)
 
     daemon.planner = Planner(daemon.show, cache=None, plan=never_in_time)
-    daemon.source.wait_for_plans = False  # as a source that plays in real time
+    caplog.set_level(logging.INFO)
     try:
-        assert daemon.run() == 0
+        assert daemon.run() == 0  # the lamps do not wait for the plan
     finally:
         release.set()
-    assert "no look-ahead plan ready in time; the causal show plays it" in caplog.text
+    assert "plan is not ready yet; the causal show plays until it is" in caplog.text
+    assert "plan is ready" not in caplog.text
     live = np.array([r["states"] for r in MockOutput.read(rec) if r["event"] == "set"], bool)
     np.testing.assert_array_equal(live, render_song(song, make_show()).states)
+
+
+def test_a_plan_ready_mid_song_takes_over_from_the_next_frame(songs, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    song = songs / "one.wav"
+    daemon, rec = _run_daemon(tmp_path, song)
+    release = threading.Event()
+
+    def planned_when_released(path, show):
+        release.wait()
+        return plan_song(path, show)
+
+    daemon.planner = planner = Planner(daemon.show, cache=None, plan=planned_when_released)
+    read, blocks = daemon.source.read, []
+
+    def read_then_release(timeout):
+        block = read(timeout)
+        if block is not None and block is not END:
+            blocks.append(len(block))
+            if len(blocks) == 4:  # the plan is made while the fourth block is read
+                release.set()
+                assert planner.get(song, wait_s=600.0) is not None  # made (never this long)
+        return block
+
+    daemon.source.read = read_then_release
+    assert daemon.run() == 0
+    assert "plan is not ready yet" in caplog.text
+    assert "its look-ahead plan is ready; playing it from" in caplog.text
+    live = np.array([r["states"] for r in MockOutput.read(rec) if r["event"] == "set"], bool)
+    causal = render_song(song, make_show()).states
+    plan = render_song(song, make_show(), lookahead=True).states
+    switch = (sum(blocks[:3]) - 1024) // 512 + 1  # the first frame of the fourth block
+    assert len(live) == len(plan) and 0 < switch < len(plan) // 2
+    np.testing.assert_array_equal(live[:switch], causal[:switch])
+    # The switch limit carries on over the change of show: once its one-second window holds
+    # only the plan's switches, the lamps are the plan's.
+    after = switch + 2 * int(1 / DT)
+    np.testing.assert_array_equal(live[after:], plan[after:])
+    assert not np.array_equal(live[after:], causal[after:])
 
 
 def test_the_plan_keeps_the_users_overrides(songs):
@@ -288,3 +333,29 @@ def test_look_ahead_off_in_the_config_plays_songs_as_line_in_is_played(songs, tm
     assert daemon.run() == 0
     live = np.array([r["states"] for r in MockOutput.read(rec) if r["event"] == "set"], bool)
     np.testing.assert_array_equal(live, render_song(song, make_show()).states)
+
+
+def test_render_plans_a_long_song_in_blocks_exactly_as_the_whole_song_at_once(tmp_path):
+    # render keeps only what the plan needs (its inputs allocated once, the mel bands freed
+    # after their onset strength, the switch limit in blocks): the same plan, bit for bit, as
+    # the whole song's inputs planned in one go, whether the length it was told is right or
+    # too short.
+    y, _ = synth_song(seconds=40.0, seed=23, ending="fade")
+    path = tmp_path / "long.wav"
+    sf.write(path, y, RATE)
+    audio = _read(path)
+    blocks = [audio[i:i + 30000] for i in range(0, len(audio), 30000)]
+    show, stream = make_show(), StreamingFeatures()
+    # The encoder's product sums in another order for another number of rows: the inputs
+    # come from the same blocks of frames as render's.
+    inputs = [show.plan_inputs(stream.push(b)) for b in blocks]
+    acts, level, bands = (np.concatenate(column) for column in zip(*inputs))
+    whole = show.plan_signals(acts, level, bands, frame_times(len(acts)))
+    timeline = render_blocks(blocks, make_show(), levels=True, lookahead=True,
+                             expected_frames=100)
+    np.testing.assert_array_equal(timeline.states, whole.states)
+    np.testing.assert_array_equal(timeline.levels, whole.levels)
+    np.testing.assert_array_equal(timeline.activations, whole.activations)
+    assert len(whole.states) > 3000 and whole.states.any() and not whole.states.all()
+    rendered = render_song(path, make_show(), levels=True, lookahead=True)
+    np.testing.assert_array_equal(rendered.states, whole.states)

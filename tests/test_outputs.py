@@ -42,20 +42,24 @@ def _outputs(gpio):
 
 def test_mock_records_open_off_set_and_close_off(tmp_path):
     record = tmp_path / "rec.jsonl"
-    out = MockOutput(8, record)
-    out.open()
-    out.set(ON, t=1.5)
-    out.set([True] * 8, t=1.52)
-    out.close()
-    out.close()  # idempotent
-    states = [r[2] for r in out.records]
+    in_memory, to_file = MockOutput(8), MockOutput(8, record)
+    for out in (in_memory, to_file):
+        out.open()
+        out.set(ON, t=1.5)
+        out.set([True] * 8, t=1.52)
+        out.close()
+        out.close()  # idempotent
+    states = [r[2] for r in in_memory.records]
     assert states == [(False,) * 8, tuple(ON.tolist()), (True,) * 8, (False,) * 8]
-    assert [r[1] for r in out.records] == [None, 1.5, 1.52, None]
-    monos = [r[0] for r in out.records]
+    assert [r[1] for r in in_memory.records] == [None, 1.5, 1.52, None]
+    monos = [r[0] for r in in_memory.records]
     assert monos == sorted(monos)
     lines = MockOutput.read(record)
     assert [ln["event"] for ln in lines] == ["open", "all_off", "set", "set", "all_off", "close"]
     assert lines[2]["states"] == ON.tolist() and lines[2]["t"] == 1.5
+    monos = [ln["mono"] for ln in lines]
+    assert monos == sorted(monos)
+    assert not to_file.records  # a recorded run (hours of it) holds nothing in memory
 
 
 def test_mock_record_is_flushed_and_atexit_turns_lights_off(tmp_path):

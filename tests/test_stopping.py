@@ -100,10 +100,13 @@ def test_a_second_signal_during_the_all_off_waits_until_it_is_done(tmp_path):
     """Ctrl-C twice: the second one lands while the relays are being switched off."""
 
     class Interrupted(MockOutput):
+        writes = 0
+
         def _write(self, states, levels, t):
-            if t is None and self.opened and len(self.records) == 2:  # close()'s all-off
+            if t is None and self.opened and self.writes == 2:  # close()'s all-off
                 os.kill(os.getpid(), signal.SIGTERM)
                 signal.sigtimedwait([], 0)  # a syscall: the handler runs here, mid-write
+            self.writes += 1
             super()._write(states, levels, t)
 
     previous = stopping.install()

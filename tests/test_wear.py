@@ -56,6 +56,32 @@ def test_guard_is_strict_for_any_input_and_never_loses_the_final_state(max_per_s
     assert np.array_equal(out[-1], wanted[-1])  # deferred, never dropped
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 4), st.floats(0.0, 0.3),
+       st.lists(st.tuples(st.floats(0.001, 0.2), st.lists(st.booleans(), min_size=3,
+                                                            max_size=3),
+                          st.lists(st.floats(0.2, 1.0), min_size=3, max_size=3)),
+                min_size=1, max_size=150))
+def test_guard_gives_the_same_states_and_levels_in_blocks_of_any_size(max_per_s, hold_s,
+                                                                      steps):
+    # A row at a time is the plain rule; larger blocks take the levels of runs of settled
+    # rows at once (the planned show passes a whole song through in blocks of 1024 rows).
+    times = np.cumsum([d for d, _, _ in steps])
+    wanted = np.array([s for _, s, _ in steps], bool)
+    levels = np.where(wanted, [lv for _, _, lv in steps], 0.0)
+    outs = []
+    for block in (1, 5, len(times)):
+        guard = ToggleGuard(3, max_per_s=max_per_s, hold_s=hold_s)
+        parts = [guard.apply(wanted[i:i + block], times[i:i + block], levels[i:i + block])
+                 for i in range(0, len(times), block)]
+        outs.append((np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts]),
+                     guard._on_level))
+    for states, lv, on_level in outs[1:]:
+        np.testing.assert_array_equal(states, outs[0][0])
+        np.testing.assert_array_equal(lv, outs[0][1])
+        assert on_level == outs[0][2]
+
+
 def test_dimmer_levels_follow_the_guarded_states():
     guard = ToggleGuard(1, max_per_s=1)
     wanted = np.array([[True], [False], [True], [False]])

@@ -6,14 +6,21 @@ releases):
 
 * ``LightShowPi FFT only (reference)``: window, rfft, magnitude and log of one 1024 frame,
   median of 5 rounds of 2000 calls.
-* ``dense pipeline per hop ...`` and ``conv pipeline per hop``: the daemon's own loop over a
-  20 s song fed in the config's ``audio.block_ms`` blocks (20 ms: one or two hops each), i.e.
-  features.push, the show (encoder, show logic, toggle guard) per block and the mock output
-  set per frame; wall time divided by the hops, median of 3 runs. The per-block work is
+* ``dense pipeline per hop ...`` and ``conv pipeline per hop``: the causal show (line-in's)
+  through the daemon's own loop over a 20 s song fed in the config's ``audio.block_ms``
+  blocks (20 ms: one or two hops each, the line-in block), i.e. features.push, the show
+  (encoder, show logic, toggle guard) per block and the mock output set per frame; wall
+  time divided by the hops, median of 3 runs (training/bench_hops.py). The per-block work is
   shared by the block's hops, as it is on the Pi. The ratio to the reference follows each.
+  ``dense look-ahead (playlist) per hop``: what playlist mode does instead, the song's plan
+  made (spread over its hops) and played.
 * ``render (x real time)``: the song's length over ``python -m pi render``'s wall time,
   interpreter start-up included: the look-ahead show playlist mode plays (pi/show/lookahead.py);
-  ``render --causal``: the line-in show.
+  ``render --causal``: the line-in show. ``render: CPU s``: its processor time, all threads
+  (on a loaded machine the wall time is the share of the cores it got).
+* ``run: ...``: ``python -m pi run --source file`` on the song, as fast as it decodes, to a
+  recorded mock output: its first frame is the causal show's while the song's plan is made,
+  then the plan plays.
 * ``feature extraction, fresh / cached (x real time)``: ``training.ingest.load_library`` on
   four 60 s songs into an empty cache, then again from it.
 
@@ -41,6 +48,7 @@ from pi.outputs.terminal import TerminalOutput  # noqa: E402
 from pi.show.bundle import BundleError, load_bundle  # noqa: E402
 from pi.show.features import DEFAULT_PARAMS, StreamingFeatures, spectra_db  # noqa: E402
 from pi.show.mapping import ShowMapper  # noqa: E402
+from training.bench_hops import causal_pipeline_us, lookahead_pipeline_us  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HOP = DEFAULT_PARAMS.hop
@@ -96,40 +104,6 @@ def frame_costs(model_dirs: list[Path]) -> dict[str, float]:
         term.open()
         costs["output (terminal)"] = per_call_us(lambda: term.set(states, t=0.0), repeat=500)
     return costs
-
-
-def pipeline_us(model: Path, song: np.ndarray, *, block_ms: int) -> float:
-    """The daemon's loop (pi/daemon/loop.py) over ``song`` in ``block_ms`` blocks: features.push,
-    the show (encoder, show logic, toggle guard) on each block's frames, and the mock output
-    set once per frame. Wall time divided by the hops: per hop, amortised over the daemon's
-    real block size, not one isolated hop."""
-    from pi.show.pipeline import make_show
-
-    show = make_show(model=model)
-    block = int(round(block_ms / 1000 * DEFAULT_PARAMS.sample_rate))
-    params = show.feature_params
-
-    def once() -> int:
-        stream, mock, n = StreamingFeatures(params=params), MockOutput(show.n_channels), 0
-        mock.open()
-        for start in range(0, len(song), block):
-            frames = stream.push(song[start:start + block])
-            if len(frames):
-                times = (np.arange(n, n + len(frames)) * params.hop + params.n_fft) \
-                    / params.sample_rate
-                shown = show.process(frames, times)
-                for s, lv, t in zip(shown.states, shown.levels, times.tolist()):
-                    mock.set(s, t=t, levels=lv)
-                n += len(frames)
-        return n
-
-    once()
-    rounds = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        n = once()
-        rounds.append((time.perf_counter() - t0) / n * 1e6)
-    return float(np.median(rounds))
 
 
 def offline_figures(model: Path, tmp: Path, *, n_songs: int = 4, seconds: float = 60.0
@@ -190,9 +164,10 @@ def daemon_figures(model: Path, song: Path) -> dict[str, float]:
             figures["run: first frame s after start"] = first["mono"] - started
         render = [sys.executable, "-m", "pi", "render", str(song), "--csv",
                   str(Path(tmp) / "show.csv"), "--model", str(model)]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _children_cpu_s()
         figures["render: peak RSS MB"] = _peak_rss_kb(render) / 1024
         figures["render: wall s"] = time.perf_counter() - t0
+        figures["render: CPU s"] = _children_cpu_s() - cpu0
         t0 = time.perf_counter()  # the line-in show; render's default plans the song ahead
         figures["render --causal: peak RSS MB"] = _peak_rss_kb(render + ["--causal"]) / 1024
         figures["render --causal: wall s"] = time.perf_counter() - t0
@@ -287,6 +262,13 @@ def sacn_figures(seconds: float = 6.0, fps: int = 40) -> dict[str, float]:
             "sacn: CPU per frame, worst (a packet each), µs": set_us + build_us}
 
 
+def _children_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak_rss_kb(cmd: list[str]) -> float:
     with tempfile.NamedTemporaryFile(suffix=".hwm") as hwm:
         wrapped = [sys.executable, "-c", _HWM_WRAPPER, hwm.name] + cmd[3:]
@@ -334,16 +316,27 @@ def main(argv=None) -> int:
     block_ms = AudioConfig().block_ms
     clip, _ = synth_song(seconds=20.0, seed=5, ending="fade")
     clip = np.asarray(clip, np.float32)
-    print(f"pipelines: the daemon's loop over a 20 s song in its {block_ms} ms blocks "
-          f"(features, encoder, show logic, toggle guard, mock output), wall time / hops")
+    print(f"pipelines: the daemon's loop over a 20 s song in its {block_ms} ms blocks (the "
+          f"line-in block), wall time / hops, µs. The causal show (line-in's): features, "
+          f"encoder, show logic, toggle guard, mock output")
     for m in models:
         kind = load_bundle(m).manifest["architecture"]["kind"]
-        us = pipeline_us(m, clip, block_ms=block_ms)
+        us = causal_pipeline_us(m, clip, block_ms=block_ms)
         name = ("dense pipeline per hop (features+enc+map+mock)" if kind == "dense"
                 else f"{kind} pipeline per hop")
         print(f"{name:44s} {us:9.1f}")
         print(f"{kind + ' pipeline / reference (x)':44s} {us / ref:9.2f}")
         print(f"{kind + ' real-time factor (hop / cost)':44s} {hop_us / us:9.0f}")
+    print("the look-ahead show (playlist mode's): the song's plan made (decode, features, "
+          "encoder, plan), spread over its hops, and played (plan rows, guard, mock output)")
+    with tempfile.TemporaryDirectory() as tmp:
+        import soundfile as sf
+
+        clip_path = Path(tmp) / "clip.wav"
+        sf.write(clip_path, clip, DEFAULT_PARAMS.sample_rate)
+        us = lookahead_pipeline_us(model, clip_path, block_ms=block_ms)
+    print(f"{'dense look-ahead (playlist) per hop':44s} {us:9.1f}")
+    print(f"{'dense look-ahead / reference (x)':44s} {us / ref:9.2f}")
 
     try:
         import sacn  # noqa: F401 - the optional extra

@@ -1,8 +1,10 @@
 """Decode songs in blocks to mono at the feature rate, never holding a whole song."""
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -11,6 +13,7 @@ from pi.show.features import SAMPLE_RATE, StreamResampler, to_mono
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
 BLOCK_FRAMES = 32768
+T = TypeVar("T")
 
 
 class AudioFileError(LightshowError):
@@ -52,6 +55,52 @@ def iter_song_blocks(path: str | Path, *, sample_rate: int = SAMPLE_RATE,
     tail = resampler(np.zeros(0, np.float32), last=True)
     if len(tail):
         yield tail
+
+
+_DONE = object()
+
+
+def prefetched(blocks: Iterable[T], *, depth: int = 2) -> Iterator[T]:
+    """``blocks`` as they come, made up to ``depth`` ahead in a thread of their own: decoding
+    (libsndfile, soxr) and numpy's FFT release the GIL, so a render decodes on one core
+    while the show is worked out on another. An error while making them is raised here, in order; stopping
+    early (``close()``, an error in the caller) stops the thread."""
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def make() -> None:
+        try:
+            for block in blocks:
+                while not stop.is_set():
+                    try:
+                        ahead.put((block, None), timeout=0.1)  # a caller gone: stop
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ahead.put((_DONE, None))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            ahead.put((_DONE, exc))
+
+    thread = threading.Thread(target=make, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            block, error = ahead.get()
+            if block is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield block
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a blocked put() through, so the thread ends
+            try:
+                ahead.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 def read_song(path: str | Path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

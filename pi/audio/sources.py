@@ -101,10 +101,6 @@ class Source:
     counters_label = "audio"        # for the log lines about counters()
     device_label = "audio device"   # what open() waits for when it raises DeviceError
 
-    # Whether the daemon may wait for a song's plan before its first block: only where
-    # nobody listens in real time.
-    wait_for_plans = False
-
     def __init__(self, *, rate: int):
         self.rate = int(rate)
         # (song, its first sample in this source's count) of the block read() gave last;
@@ -269,7 +265,6 @@ class FileSource(Source):
         block = round(rate * 0.1) if realtime else BLOCK_FRAMES
         self.feed = SongFeed(playlist, sample_rate=rate, block_frames=block, retry=retry)
         self.realtime, self.offset_s = realtime, float(offset_s)
-        self.wait_for_plans = not realtime
         self.stop = stop or threading.Event()
         self._t0: float | None = None
         self._pos = 0

@@ -82,7 +82,7 @@ def run_config(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     from pi.daemon.loop import run
 
-    return run(run_config(args), realtime=args.realtime)
+    return run(run_config(args), realtime=args.realtime, plan_wait_s=args.plan_wait)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -181,6 +181,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--mapper", choices=MAPPERS, help="overrides model.mapper")
     r.add_argument("--realtime", action="store_true",
                    help="file source: pace the songs in real time (default: fast)")
+    r.add_argument("--plan-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="songs from files: hold each song's start up to SECONDS for its "
+                   "look-ahead plan, so that the lamps are render's from the first frame (for "
+                   "checks; by default the lights start at once with the causal show, and the "
+                   "plan takes over when it is ready)")
     r.add_argument("--record", help="record every state to this JSONL file (mock output)")
     r.add_argument("playlist", nargs="*", help="songs, folders, .m3u (overrides "
                    "audio.playlist)")

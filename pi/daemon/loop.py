@@ -11,7 +11,8 @@ Ctrl-C KeyboardInterrupt: pi/daemon/stopping.py; all unwind through ``finally``)
 Songs from files (the playlist and file sources) play the look-ahead show that
 ``lightshow render`` writes: a background thread plans the next song while the current one
 plays (pi/show/plans.py), and the loop switches lamps from the plan at the played position. A
-song whose plan is not ready when it starts plays the causal show, as line-in always does.
+song whose plan is not ready when it starts plays the causal show, as line-in always does,
+until its plan is ready: the lights start at once, and the planned show takes over mid-song.
 
 The sacn source is the one source without audio: it gives channel levels that another
 sender's show already decided, so its loop (:meth:`Daemon._follow`) has no show of its own.
@@ -88,8 +89,14 @@ class Daemon:
     """``Daemon(config).run()`` -> exit code. ``stop`` ends the show from another thread."""
 
     def __init__(self, config: Config, *, realtime: bool = False,
-                 stop: threading.Event | None = None, retry: Backoff | None = None):
+                 stop: threading.Event | None = None, retry: Backoff | None = None,
+                 plan_wait_s: float = 0.0):
         self.config = config
+        # How long a song's first block may wait for its look-ahead plan (a cached plan is
+        # read at once). 0, the appliance: the lights start at once with the causal show and
+        # the plan takes over when it is ready. Checks that must match `render` from the
+        # first frame give a bound (lightshow run --plan-wait).
+        self.plan_wait_s = float(plan_wait_s)
         self.stop = stop or threading.Event()
         self.retry = retry or Backoff(1.0, 30.0)
         # The sacn source brings decided levels, not audio: no show (and no model) to load.
@@ -191,6 +198,7 @@ class Daemon:
         pending: deque = deque()  # (frame end sample, show time, states), oldest first
         t_base, ended_at, flowing = self._t_next, None, False
         playing, plan = None, None  # (song, first sample) and its plan, when planned
+        awaited = None  # the playing song, while its plan is being made
         while not self.stop.is_set():
             self._heart.beat(self.source)
             if self.control.tick():
@@ -227,6 +235,9 @@ class Daemon:
             if self.planner is not None and self.source.song_start != playing:
                 playing = self.source.song_start
                 plan = self._plan_for(playing[0]) if playing else None
+                awaited = playing[0] if playing and plan is None else None
+            elif awaited is not None and self.planner.ready(awaited):
+                plan, awaited = self._late_plan(awaited, features, playing), None
             # A planned song needs only its frames' timing: no spectra on the hot path.
             if plan is None:
                 frames = features.push(block)
@@ -252,17 +263,28 @@ class Daemon:
         return False
 
     def _plan_for(self, song: Path):
-        """The song's plan, or None: then the causal show plays it. Asks for the next song's
-        plan first, so that the planner works on it while this one plays."""
+        """The song's plan, or None: then the causal show plays it until the plan is ready.
+        Then asks for the next song's plan, which the planner makes while this one plays."""
         upcoming = self.source.upcoming()
+        plan = self.planner.get(song, wait_s=self.plan_wait_s)
         self.planner.request(upcoming)
-        plan = self.planner.get(song, wait=self.source.wait_for_plans)
         self.planner.forget({song, upcoming})
         if plan is None:
-            log.warning("%s: no look-ahead plan ready in time; the causal show plays it",
-                        song)
+            log.info("%s: its look-ahead plan is not ready yet; the causal show plays until "
+                     "it is", song)
         else:
             log.info("%s: playing its look-ahead show", song)
+        return plan
+
+    def _late_plan(self, song: Path, features: StreamingFeatures, playing):
+        """The plan of the song playing, now ready (None if it could not be made: the causal
+        show plays on). It takes over from the next frame."""
+        plan = self.planner.get(song)
+        if plan is not None:
+            params = self.show.feature_params
+            at = (features.frames_emitted * params.hop + params.n_fft - playing[1]) \
+                / params.sample_rate
+            log.info("%s: its look-ahead plan is ready; playing it from %.1f s", song, at)
         return plan
 
     def _planned(self, plan, song_ends: np.ndarray, times: np.ndarray):
@@ -297,5 +319,6 @@ class Daemon:
 
 
 def run(config: Config, *, realtime: bool = False, stop: threading.Event | None = None,
-        retry: Backoff | None = None) -> int:
-    return Daemon(config, realtime=realtime, stop=stop, retry=retry).run()
+        retry: Backoff | None = None, plan_wait_s: float = 0.0) -> int:
+    return Daemon(config, realtime=realtime, stop=stop, retry=retry,
+                  plan_wait_s=plan_wait_s).run()

@@ -8,15 +8,17 @@ an interrupted render never leaves a half-written file behind.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from pi.audio.decode import iter_song_blocks
+from pi.audio.decode import iter_song_blocks, prefetched, song_info
 from pi.files import atomic_write
-from pi.show.features import StreamingFeatures, frame_times
+from pi.show.features import StreamingFeatures, frame_times, n_frames_for
+from pi.show.lookahead import onset_strength
 from pi.show.pipeline import Show
 
 STEP_MS = (25, 50)  # FPP's and xLights' usual frame times
@@ -44,33 +46,43 @@ def render_song(path: str | Path, show: Show, *, keep_audio: bool = False,
     """Stream a song file through the show. Returns the timeline, and the mono audio if asked
     (for metrics); otherwise no more than one block of audio is held (by the causal show;
     ``lookahead`` plans the whole song, as playlist mode plays it: pi/show/lookahead.py)."""
-    blocks = iter_song_blocks(path, sample_rate=show.feature_params.sample_rate)
+    params = show.feature_params
+    blocks = iter_song_blocks(path, sample_rate=params.sample_rate)
+    rows = None
+    if lookahead:  # the planner's inputs are allocated once, for this many frames
+        rate_in, _, seconds = song_info(path)
+        rows = n_frames_for(math.ceil(seconds * rate_in) * params.sample_rate // rate_in + 1,
+                            params=params)
     return render_blocks(blocks, show, keep_audio=keep_audio, levels=levels, onsets=onsets,
-                         lookahead=lookahead)
+                         lookahead=lookahead, expected_frames=rows)
 
 
 def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool = False,
-                  levels: bool = False, onsets: bool = False, lookahead: bool = False):
+                  levels: bool = False, onsets: bool = False, lookahead: bool = False,
+                  expected_frames: int | None = None):
     """Mono blocks at the show's sample rate -> :class:`Timeline` (and the audio if asked).
     ``levels``: also the dimmer levels; ``onsets``: also the onsets the show used;
     ``lookahead``: the whole song planned ahead (:meth:`pi.show.Show.plan`, what playlist
-    mode plays) instead of the causal show that line-in plays."""
+    mode plays) instead of the causal show that line-in plays; ``expected_frames``: about
+    how many frames the blocks hold (memory only: the planner's inputs are then allocated
+    once)."""
     params = show.feature_params
-    stream = StreamingFeatures(params=params)
-    parts, audio, n_samples = [], [], 0
+    parts, audio, n_samples = [], [] if keep_audio else None, 0
+    inputs = _PlanInputs(show, expected_frames or 0) if lookahead else None
     # The show logic's own onset test, frame by frame: the marks are the show's, and
     # nothing is computed twice.
     show.mapper.onset_log = [] if onsets and not lookahead else None
     try:
-        for block in blocks:
-            n_samples += len(block)
-            if keep_audio:
-                audio.append(block)
-            start = stream.frames_emitted
-            frames = stream.push(block)
+        # Decoding and the spectra (and for a plan, each frame's level and mel bands) in a
+        # thread of their own, which numpy and libsndfile let run beside this one for most
+        # of its time: on a second core, while this one works out the show.
+        signals = show.mapper.frame_signals if inputs is not None else None
+        for count, start, frames, levels_bands in prefetched(_spectra(blocks, params, audio,
+                                                                      signals)):
+            n_samples += count
             if len(frames):
-                if lookahead:
-                    parts.append(show.plan_inputs(frames))
+                if inputs is not None:  # Show.plan_inputs, in two threads
+                    inputs.append(show.activations(frames), *levels_bands)
                     continue
                 times = frame_times(start + len(frames), params=params)[start:]
                 parts.append(show.process(frames, times))
@@ -78,10 +90,11 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     finally:
         show.mapper.onset_log = None
     n = show.n_channels
-    if lookahead:
-        inputs = (show.plan_inputs(np.zeros((0, params.n_bins), np.float32)),) + tuple(parts)
-        acts, level, bands = (np.concatenate(column) for column in zip(*inputs))
-        parts = [show.plan_signals(acts, level, bands, frame_times(len(acts), params=params))]
+    if inputs is not None:
+        acts, level, envelope = inputs.finish()
+        del inputs
+        parts = [show.plan_signals(acts, level, None, frame_times(len(acts), params=params),
+                                   onset_envelope=envelope)]
 
     def joined(i, dtype):
         return np.concatenate([p[i] for p in parts]) if parts else np.zeros((0, n), dtype)
@@ -102,9 +115,55 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     return timeline
 
 
+def _spectra(blocks: Iterable[np.ndarray], params, audio: list | None, signals=None):
+    """``(samples, first frame, frames, signals(frames))`` of each block (None without
+    ``signals``), keeping the block in ``audio`` if given."""
+    stream = StreamingFeatures(params=params)
+    for block in blocks:
+        if audio is not None:
+            audio.append(block)
+        start = stream.frames_emitted
+        frames = stream.push(block)
+        yield len(block), start, frames, None if signals is None else signals(frames)
+
+
+class _PlanInputs:
+    """A song's :meth:`pi.show.Show.plan_inputs`, block after block, in arrays allocated
+    once for the expected frames (grown if the song is longer): a list of blocks joined at
+    the end would hold the song's mel bands twice (2 x 10 MB for 4 minutes). The bands
+    are kept only until their onset strength is known (it needs the song's loudest band)."""
+
+    def __init__(self, show: Show, rows: int):
+        acts, level, bands = show.plan_inputs(np.zeros((0, show.feature_params.n_bins),
+                                                        np.float32))
+        self._columns = [np.empty((max(rows, 1),) + c.shape[1:], c.dtype)
+                         for c in (acts, level, bands)]
+        self.n = 0
+
+    def append(self, *block: np.ndarray) -> None:
+        end = self.n + len(block[0])
+        if end > len(self._columns[0]):
+            grown = max(end, len(self._columns[0]) * 5 // 4)
+            self._columns = [np.concatenate([c[:self.n], np.empty((grown - self.n,)
+                                                                  + c.shape[1:], c.dtype)])
+                             for c in self._columns]
+        for column, values in zip(self._columns, block):
+            column[self.n:end] = values
+        self.n = end
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The activations, levels and the onset strength of the bands, which are freed."""
+        acts, level, bands = (c[:self.n] for c in self._columns)
+        self._columns = None
+        return acts, level, onset_strength(bands_db=bands)
+
+
 def write_csv(timeline: Timeline, out: str | Path) -> None:
     """``time_s,ch1..chN,act1..actN``; one row per frame."""
     n = timeline.states.shape[1]
+    # A row as csv.writer writes it (numbers need no quoting; its "\r\n" line ends), formatted
+    # in one call: a writerow per row cost a quarter of a render.
+    line = ",".join(["{:.6f}"] + ["{:d}"] * n + ["{:.5f}"] * n) + "\r\n"
     with atomic_write(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["time_s"] + [f"ch{i + 1}" for i in range(n)] + [f"act{i + 1}" for i in range(n)])
@@ -113,10 +172,9 @@ def write_csv(timeline: Timeline, out: str | Path) -> None:
         # would cost memory. Same text: a numpy float formats as its Python float.
         for i in range(0, len(timeline.times_s), 1024):
             rows = slice(i, i + 1024)
-            for t, s, a in zip(timeline.times_s[rows].tolist(),
-                               timeline.states[rows].astype(int).tolist(),
-                               timeline.activations[rows].tolist()):
-                w.writerow([f"{t:.6f}", *s, *(f"{v:.5f}" for v in a)])
+            f.write("".join([line.format(t, *s, *a) for t, s, a in zip(
+                timeline.times_s[rows].tolist(), timeline.states[rows].astype(int).tolist(),
+                timeline.activations[rows].tolist())]))
 
 
 def n_steps(duration_s: float, *, step_ms: int) -> int:

@@ -187,8 +187,9 @@ class MultiOutput(Output):
 
 
 class MockOutput(Output):
-    """Records (monotonic_time, show_time, states) for every set/all_off. With `record`, each
-    one is also a JSON line, flushed at once so another process can read it after a crash."""
+    """Records (monotonic_time, show_time, states) for every set/all_off in ``records``; with
+    `record`, as a JSON line in that file instead, flushed at once so another process can
+    read it after a crash (and a recorded run of hours holds none of it in memory)."""
 
     name = "mock"
 
@@ -205,8 +206,8 @@ class MockOutput(Output):
 
     def _write(self, states, levels, t) -> None:
         mono = time.monotonic()
-        self.records.append((mono, t, states))
-        if self._file is None:  # nothing to write: skip building the line
+        if self._file is None:  # no file: the list is the record
+            self.records.append((mono, t, states))
             return
         line = {"event": "set" if t is not None else "all_off", "mono": mono, "t": t,
                 "states": list(states)}

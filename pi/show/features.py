@@ -115,7 +115,13 @@ def mel_basis(*, sr: int = SAMPLE_RATE, n_fft: int = N_FFT,
 def to_mono(samples: np.ndarray, *, name: str = "audio") -> np.ndarray:
     """Mix ``[shape=(n,) or (n, channels)]`` to mono float32 ``[shape=(n,)]``; rejects NaN/inf."""
     x = np.asarray(samples)
-    if x.ndim == 2:
+    if x.ndim == 2 and x.shape[1] == 2 and x.dtype in (np.float32, np.float64):
+        # Stereo: what x.mean(axis=1) computes (the two channels summed in their own
+        # precision, then halved, which is exact) without its strided reduction over an
+        # axis of 2, 30 times slower: a third of a render's decoding.
+        x = np.add(x[:, 0], x[:, 1])
+        x /= x.dtype.type(2)
+    elif x.ndim == 2:
         x = x.mean(axis=1)
     elif x.ndim != 1:
         raise ValueError(f"{name}: expected samples of shape (n,) or (n, channels), "

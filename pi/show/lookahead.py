@@ -42,7 +42,7 @@ from pi.show.mapping import SilenceGate, brightness
 from pi.show.relay_rules import WINDOW_S
 
 TOP_DB = 80.0  # as librosa's power_to_db: the onset strength ignores cells this far down
-ONSET_BLOCK = 2048  # rows of mel bands per step of the onset strength (memory, not result)
+ONSET_BLOCK = 512  # rows of mel bands per step of the onset strength (memory, not result)
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,8 @@ def onset_strength(*, bands_db: np.ndarray) -> np.ndarray:
         return out
     floor = float(np.max(bands_db)) - TOP_DB
     # In blocks of rows (each block overlapping the last row of the one before): a whole
-    # song's float64 temporaries would cost 60 MB for 4 minutes; the numbers are the same.
+    # song's float64 temporaries would cost 60 MB for 4 minutes (a block, 0.5 MB each); the
+    # numbers are the same.
     for start in range(1, len(bands_db), ONSET_BLOCK):
         db = np.maximum(np.asarray(bands_db[start - 1:start + ONSET_BLOCK], np.float64), floor)
         out[start:start + ONSET_BLOCK] = np.maximum(np.diff(db, axis=0), 0.0).mean(axis=1)
@@ -289,9 +290,10 @@ def silence_gate(*, level_db: np.ndarray, gate_db: float, silence_db: float,
                     dtype=bool)
 
 
-def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.ndarray,
+def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.ndarray | None,
                 dt: float, gate_db: float, silence_db: float, min_hold_s: float = 0.0,
-                max_per_s: int = 3, params: LookaheadParams = DEFAULT_LOOKAHEAD) -> Plan:
+                max_per_s: int = 3, params: LookaheadParams = DEFAULT_LOOKAHEAD,
+                onset_envelope: np.ndarray | None = None) -> Plan:
     """A whole song's relay states and dimmer levels, planned with look-ahead (see the
     module docstring).
 
@@ -299,12 +301,15 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     ----------
     activations : np.ndarray [shape=(n, k)]  the encoder's (or the bands') activations
     level_db : np.ndarray [shape=(n,)]  each frame's RMS level in dBFS
-    bands_db : np.ndarray [shape=(n, n_mels)]  each frame's mel power in dB
+    bands_db : np.ndarray [shape=(n, n_mels)]  each frame's mel power in dB, or None with
+        ``onset_envelope``
     dt : float  seconds between frames
     gate_db, silence_db : the silence gate's settings (pi/show/mapping.py ``MappingParams``)
     min_hold_s : a hold the caller requires (the config's); the planner holds at least
         ``params.hold_s``
     max_per_s : the relay guard's switches per channel per second, planned within
+    onset_envelope : np.ndarray [shape=(n,)]  :func:`onset_strength` of ``bands_db``, when
+        the caller computed it already (render does, to free a song's mel bands first)
 
     Returns
     -------
@@ -320,7 +325,9 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     smooth = moving_average(x=acts, width=int(params.smooth_s / dt) | 1)
     music = smooth[gate] if np.count_nonzero(gate) > 10 else smooth
     z = (smooth - np.median(music, axis=0)) / (music.std(axis=0) + 1e-6)
-    envelope = onset_strength(bands_db=bands_db)
+    del acts, smooth, music  # a song's float64 arrays, not needed below (memory)
+    envelope = onset_strength(bands_db=bands_db) if onset_envelope is None \
+        else onset_envelope
     onsets = pick_onsets(envelope=envelope, allowed=gate,
                          ratio=params.onset_ratio,
                          mean_frames=int(params.onset_mean_s / dt) | 1,

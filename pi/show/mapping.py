@@ -221,6 +221,8 @@ class ShowMapper:
         np.subtract(bands[1:], bands[:-1], out=rise[1:])
         if prev is not None:
             np.subtract(bands[0], prev, out=rise[0])
+        else:  # no frame before the first: its flux is None, not a sum of uninitialised memory
+            rise[0] = 0.0
         np.maximum(rise, 0.0, out=rise)
         # np.mean's own steps (a float32 sum, divided by an intp count into float32) without
         # its Python wrapper, which costs more than the sum.

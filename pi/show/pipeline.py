@@ -20,6 +20,8 @@ from pi.show.relay_rules import ToggleGuard
 
 log = logging.getLogger(__name__)
 
+GUARD_BLOCK = 1024  # rows the planned show's switch limit takes at a time (memory)
+
 
 class ShowFrames(NamedTuple):
     """What a show made of a block of frames, each ``[shape=(k, n_channels)]``: on/off
@@ -73,15 +75,16 @@ class Show:
         bands in dB ``[shape=(n, 128)]``."""
         return (self.activations(frames_db),) + tuple(self.mapper.frame_signals(frames_db))
 
-    def plan_signals(self, acts: np.ndarray, level: np.ndarray, bands: np.ndarray,
-                     times_s: np.ndarray, *,
-                     params: LookaheadParams = DEFAULT_LOOKAHEAD) -> ShowFrames:
-        """:meth:`plan` from a whole song's :meth:`plan_inputs`."""
+    def plan_signals(self, acts: np.ndarray, level: np.ndarray, bands: np.ndarray | None,
+                     times_s: np.ndarray, *, params: LookaheadParams = DEFAULT_LOOKAHEAD,
+                     onset_envelope: np.ndarray | None = None) -> ShowFrames:
+        """:meth:`plan` from a whole song's :meth:`plan_inputs`; ``bands`` may be None when
+        their ``onset_envelope`` (pi.show.lookahead.onset_strength) is given instead."""
         mapper = self.mapper
         states, levels, self.planned_onsets = plan_states(
             activations=acts, level_db=level, bands_db=bands, dt=mapper.dt,
             gate_db=mapper.params.gate_db, silence_db=mapper.params.silence_db,
-            min_hold_s=mapper.hold_s, params=params,
+            min_hold_s=mapper.hold_s, params=params, onset_envelope=onset_envelope,
             max_per_s=self.guard.max_per_s if self.guard else MECHANICAL_MAX_TOGGLES_PER_S)
         # The overrides index a frame's channels along axis 0: channels-first, all at once.
         states = mapper.overrides.states(states.T).T
@@ -89,7 +92,12 @@ class Show:
         if self.guard:
             guard = ToggleGuard(self.n_channels, max_per_s=self.guard.max_per_s,
                                 hold_s=self.guard.hold_s)
-            states, levels = guard.apply(states, times_s, levels)
+            # In blocks of rows: the guard works on Python lists, which for a whole song
+            # would cost 10 MB; it carries on from block to block, so the result is the same.
+            for i in range(0, len(states), GUARD_BLOCK):
+                rows = slice(i, i + GUARD_BLOCK)
+                states[rows], levels[rows] = guard.apply(states[rows], times_s[rows],
+                                                         levels[rows])
         return ShowFrames(states, acts, levels)
 
 

@@ -118,14 +118,17 @@ def plan_song(song: Path, show: Show) -> ShowFrames:
     from pi.offline.render import render_song
 
     timeline = render_song(song, show, levels=True, lookahead=True)
-    return ShowFrames(timeline.states, timeline.activations, timeline.levels)
+    # Playback needs no activations (as a plan loaded from the cache): not kept.
+    states = timeline.states
+    return ShowFrames(states, np.zeros(states.shape, np.float32), timeline.levels)
 
 
 class Planner:
     """Plans songs in a background thread, through the cache.
 
-    ``request(song)`` queues a song (at most once); ``get(song, wait=False)`` returns its plan
-    when it is ready (or waits for it). ``plan`` may be replaced (tests)."""
+    ``request(song)`` queues a song (at most once); ``get(song)`` returns its plan when it
+    is ready (``wait_s``: or waits for it that long); ``ready(song)`` says whether it is,
+    cheaply, for a loop to ask each block. ``plan`` may be replaced (tests)."""
 
     def __init__(self, show: Show, *, cache: PlanCache | None, plan=plan_song):
         self.show, self.cache, self.plan = show, cache, plan
@@ -148,11 +151,17 @@ class Planner:
                 self._thread.start()
         self._queue.put(song)
 
-    def get(self, song: Path, *, wait: bool = False) -> ShowFrames | None:
+    def ready(self, song: Path) -> bool:
+        """Whether ``get(song)`` has its answer (a plan, or None for a song that could not be
+        planned) without waiting or reading the cache."""
+        event = self._events.get(song)
+        return event is not None and event.is_set()
+
+    def get(self, song: Path, *, wait_s: float = 0.0) -> ShowFrames | None:
         self.request(song)
         event = self._events[song]
-        if wait:
-            event.wait()
+        if wait_s > 0:
+            event.wait(wait_s)
         if not event.is_set():
             # A cached plan is ready now: the worker may still be busy with another song.
             plan = self.cache.load(song) if self.cache else None

@@ -129,13 +129,22 @@ class ToggleGuard:
         level_rows = None if levels is None else levels.tolist()
         times = np.asarray(times_s, float).tolist()
         cur, on_level, rows = self._out, self._on_level, []
+        # A channel wanted and shown on keeps its level, row by row. In a run of rows equal
+        # to the outputs only the run's last row counts (the outputs do not change in it),
+        # so on_level takes it when the run ends (`settled`), not at every row.
+        settled = -1
         for i, row in enumerate(wanted.tolist()):
-            if level_rows is not None:  # a channel wanted and shown on keeps its level
-                on_level = [lv if w and o else ol
-                            for w, o, lv, ol in zip(row, cur, level_rows[i], on_level)]
             if row == cur:  # most frames: nothing wants to switch, nothing is held
                 rows.append(cur)
+                settled = i
                 continue
+            if level_rows is not None:
+                if settled >= 0:
+                    on_level = [lv if o else ol
+                                for o, lv, ol in zip(cur, level_rows[settled], on_level)]
+                on_level = [lv if w and o else ol
+                            for w, o, lv, ol in zip(row, cur, level_rows[i], on_level)]
+            settled = -1
             t, new = times[i], cur[:]  # a new list: cur is in rows already
             for c, (w, o) in enumerate(zip(row, cur)):
                 if w == o:
@@ -153,5 +162,7 @@ class ToggleGuard:
                 for c, (w, o) in enumerate(zip(row, cur)):
                     if w != o:  # held: on at the level it came on with, or off
                         levels[i, c] = on_level[c] if o else 0.0
+        if level_rows is not None and settled >= 0:
+            on_level = [lv if o else ol for o, lv, ol in zip(cur, level_rows[settled], on_level)]
         self._out, self._on_level = cur, on_level
         return np.array(rows, bool).reshape(wanted.shape), levels
