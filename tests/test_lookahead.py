@@ -249,16 +249,22 @@ def test_the_daemon_plays_each_songs_plan_at_its_played_position(songs, tmp_path
     np.testing.assert_array_equal(live[first:], expect)
 
 
-def test_a_song_whose_plan_is_late_plays_the_causal_show(songs, tmp_path, caplog):
-    song = songs / "one.wav"
-    daemon, rec = _run_daemon(tmp_path, song)
+def _planner_held(daemon):
+    """The daemon's planner, with plans that are made only once ``release`` is set."""
     release = threading.Event()
 
-    def never_in_time(path, show):
+    def held(path, show):
         release.wait()
         return plan_song(path, show)
 
-    daemon.planner = Planner(daemon.show, cache=None, plan=never_in_time)
+    daemon.planner = Planner(daemon.show, cache=None, plan=held)
+    return daemon.planner, release
+
+
+def test_a_song_whose_plan_is_late_plays_the_causal_show(songs, tmp_path, caplog):
+    song = songs / "one.wav"
+    daemon, rec = _run_daemon(tmp_path, song)
+    _, release = _planner_held(daemon)
     caplog.set_level(logging.INFO)
     try:
         assert daemon.run() == 0  # the lamps do not wait for the plan
@@ -274,13 +280,7 @@ def test_a_plan_ready_mid_song_takes_over_from_the_next_frame(songs, tmp_path, c
     caplog.set_level(logging.INFO)
     song = songs / "one.wav"
     daemon, rec = _run_daemon(tmp_path, song)
-    release = threading.Event()
-
-    def planned_when_released(path, show):
-        release.wait()
-        return plan_song(path, show)
-
-    daemon.planner = planner = Planner(daemon.show, cache=None, plan=planned_when_released)
+    planner, release = _planner_held(daemon)
     read, blocks = daemon.source.read, []
 
     def read_then_release(timeout):
