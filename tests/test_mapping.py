@@ -108,3 +108,21 @@ def test_onsets_pick_the_moment_and_each_channels_own_activation_picks_the_chann
     assert times[on_at] > 6.0
     # Acted on an onset, shown delay_frames later.
     assert on_at - int(params.delay_frames) in onset_frames
+
+
+def test_a_channel_stuck_far_from_its_threshold_catches_up_within_seconds():
+    """Thresholds adapt over a minute, so that a lamp's duty follows the sections; but a song
+    that keeps one channel's activation far below where the training music had it must not
+    leave that lamp dark for minutes: after STUCK_S without a change it adapts faster."""
+    n = 10340  # 120 s of frames
+    times = frame_times(n)
+    rng = np.random.default_rng(3)
+    frames = np.full((n, DEFAULT_PARAMS.n_bins), -30.0, np.float32)
+    frames[np.arange(n) % 43 == 20] += 8.0  # a beat every 0.5 s
+    acts = rng.normal(0.0, 0.5, (n, N_CHANNELS)).astype(np.float32)
+    acts[:, 0] -= 3.0  # six spreads below its calibrated threshold
+    params = MappingParams(center=np.zeros(N_CHANNELS, np.float32),
+                           scale=np.ones(N_CHANNELS, np.float32), adapt_s=60.0)
+    states, _ = ShowMapper(params).run(acts, frames, times_s=times)
+    assert states[times > 60.0, 0].mean() > 0.2
+    assert states[times > 60.0, 1:].mean() > 0.2  # the others were never stuck

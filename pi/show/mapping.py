@@ -111,6 +111,12 @@ GATE_HYST_DB = 3.0      # a closed gate needs this much more level to reopen
 
 MIN_LEVEL = 0.2  # a dimmer lamp that is on is at least this bright
 
+# A channel that has not changed for this long tracks its threshold STUCK_SPEEDUP times
+# faster: slow thresholds let the duty follow the sections, but a song whose music keeps one
+# channel far from its threshold would otherwise leave that lamp dark (or lit) for minutes.
+STUCK_S = 15.0
+STUCK_SPEEDUP = 10.0
+
 
 class SilenceGate:
     """Open while music plays: ``step(level_db) -> bool``, one frame at a time, for the causal
@@ -165,6 +171,7 @@ class ShowMapper:
         self._rms_offset_db = 10.0 * np.log10((w.sum() / 2) ** 2 * 2 / (len(w) * np.sum(w**2)))
         k = params.n_channels
         self._alpha_adapt = self.dt / params.adapt_s
+        self._alpha_stuck = min(1.0, self._alpha_adapt * STUCK_SPEEDUP)
         self._alpha_flux = self.dt / params.flux_s
         # The per-frame state is plain Python lists of floats and bools: with 8 channels, a
         # numpy call costs more than its arithmetic, and float64 arithmetic on Python floats
@@ -281,7 +288,7 @@ class ShowMapper:
             budget = math.ceil(excess * p.changes_per_onset / pressure) if excess > 0 else 0
             # Busy music waits for onsets; otherwise a wanted change waits idle_change_s.
             idle = p.idle_change_s if pressure <= 1.0 else inf
-            alpha, hyst = self._alpha_adapt, p.hysteresis
+            alpha_slow, alpha_stuck, hyst = self._alpha_adapt, self._alpha_stuck, p.hysteresis
             center, scale = self.center[:], self.scale[:]
             z, change, new_since = [0.0] * k, [False] * k, [inf] * k
             # rank: the channels that want to change, the furthest past their threshold
@@ -289,6 +296,7 @@ class ShowMapper:
             rank = [-1.0] * k
             for c in range(k):
                 ac, cc, sc = a[c], center[c], scale[c]
+                alpha = alpha_stuck if t - last_change[c] > STUCK_S else alpha_slow
                 d = ac - cc
                 cc += sc * alpha * ((d > 0) - (d < 0))  # towards a by a step of sign(d)
                 d = ac - cc
