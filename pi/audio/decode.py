@@ -63,8 +63,8 @@ _DONE = object()
 def prefetched(blocks: Iterable[T], *, depth: int = 2) -> Iterator[T]:
     """``blocks`` as they come, made up to ``depth`` ahead in a thread of their own: decoding
     (libsndfile, soxr) and numpy's FFT release the GIL, so a render decodes on one core
-    while the show is worked out on another. An error while making them is raised here, in order; stopping
-    early (``close()``, an error in the caller) stops the thread."""
+    while the show is worked out on another. An error while making them is raised here, in
+    order; stopping early (``close()``, an error in the caller) stops the thread."""
     ahead: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
