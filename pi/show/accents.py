@@ -169,11 +169,19 @@ def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
     edges[0] = sections[0]
     edges[1:] = sections[1:] != sections[:-1]
     busy_frames = edges.any(axis=1) | (want > 0) | ~gate
+    # The first busy frame at or after each frame (n: none).
+    next_busy = np.minimum.accumulate(np.where(busy_frames, np.arange(n), n)[::-1])[::-1]
+    settled_until = 0
     for t in range(n):
+        if t < settled_until:
+            continue
         target = sections[t]
-        lagging = state != target
-        if not (busy_frames[t] or t in returns or lagging.any()):
-            out[t] = state
+        if not (busy_frames[t] or t in returns or ((state != target) & (back_at < 0)).any()):
+            # Settled: every channel is on its section or in a blink that ends on a return
+            # frame, so nothing changes before the next busy frame or return (only busy
+            # frames start blinks, and section edges are busy frames): fill those at once.
+            settled_until = min(int(next_busy[t]), min(returns, default=n))
+            out[t:settled_until] = state
             continue
         if not gate[t]:  # dark: everything off, blinks forgotten
             for c in np.flatnonzero(state).tolist():
