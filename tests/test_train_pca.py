@@ -1,8 +1,8 @@
-"""The PCA baseline of `make train` (training/train.py fit_pca): the same components as an SVD
+"""The PCA baseline of `make train` (training/models/pca.py fit_pca): the same components as an SVD
 of the frames, with a fixed sign."""
 import numpy as np
 
-from training.train import fit_pca, pca_mse
+from training.models.pca import fit_pca, pca_mse
 
 
 def test_pca_components_are_the_svds_with_a_fixed_sign():

@@ -21,30 +21,13 @@ from pi.offline.render import render_blocks
 from pi.show.pipeline import BandsShow, Show
 from training.corpus import demo as corpus, ingest
 from training.models import end_detector
+from training.models.pca import fit_pca, pca_mse
 from training.evaluate import evaluate_audio
 from training.corpus.stems import load_stems, sidecar
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = ROOT / ".cache" / "demo-corpus"
 EPOCHS, BATCH_FRAMES, LEARNING_RATE, SCHEDULE = 16, 2048, 2e-3, "plateau"
-
-
-def fit_pca(x: np.ndarray, *, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """PCA baseline: mean ``[shape=(513,)]`` and components ``[shape=(k, 513)]``."""
-    mean = x.mean(axis=0, dtype=np.float64)
-    # The eigenvectors of the 513 x 513 covariance, not an SVD of the whole (n, 513) matrix:
-    # the same components, without computing the n x 513 left factor (45 s -> under 1 s).
-    centred = x - mean
-    evals, evecs = np.linalg.eigh(centred.T @ centred)
-    components = evecs[:, np.argsort(evals)[::-1][:k]].T
-    # A fixed sign per component (its largest weight positive), so a rerun gives the same.
-    components *= np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])[:, None]
-    return mean.astype(np.float32), components.astype(np.float32)
-
-
-def pca_mse(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> float:
-    code = (x - mean) @ components.T
-    return float(np.mean((code @ components + mean - x) ** 2))
 
 
 @dataclass
