@@ -201,3 +201,11 @@ def test_sd_notify_ready_status_watchdog_and_stopping(songs, tmp_path, monkeypat
                 break
     assert got[0] == "READY=1" and got[-1] == "STOPPING=1"
     assert "WATCHDOG=1" in got and "STATUS=playing song.wav" in got
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan", "1e9"])
+def test_plan_wait_out_of_range_is_refused_naming_what_was_expected(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--plan-wait", value, "song.wav"])
+    assert exc.value.code == 2
+    assert f"--plan-wait: expected 0 to 3600 seconds, found {value}" in capsys.readouterr().err

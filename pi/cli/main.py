@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import signal
@@ -150,6 +151,16 @@ def _step(value: str) -> float:
     return step
 
 
+def _plan_wait(value: str) -> float:
+    try:
+        wait = float(value)
+    except ValueError:
+        wait = math.nan
+    if not 0 <= wait <= 3600:
+        raise argparse.ArgumentTypeError(f"expected 0 to 3600 seconds, found {value}")
+    return wait
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lightshow",
                                 description="A music-driven relay light show.",
@@ -181,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--mapper", choices=MAPPERS, help="overrides model.mapper")
     r.add_argument("--realtime", action="store_true",
                    help="file source: pace the songs in real time (default: fast)")
-    r.add_argument("--plan-wait", type=float, default=0.0, metavar="SECONDS",
+    r.add_argument("--plan-wait", type=_plan_wait, default=0.0, metavar="SECONDS",
                    help="songs from files: hold each song's start up to SECONDS for its "
                    "look-ahead plan, so that the lamps are render's from the first frame (for "
                    "checks; by default the lights start at once with the causal show, and the "
