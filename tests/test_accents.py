@@ -114,7 +114,7 @@ def test_a_planned_song_passes_the_guard_untouched_and_switches_on_its_onsets():
     level = np.full(n, -20.0)
     # Blinks end on demand frames only (no lesser onsets: this noise has no such thing).
     params = replace(DEFAULT_LOOKAHEAD, onset_shift_frames=0, accent_land_pct=100.0)
-    plan = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT, gate_db=-14.0,
+    plan = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT,
                        silence_db=-60.0, min_hold_s=0.10, params=params)
     guard = ToggleGuard(8, max_per_s=3, hold_s=0.10)
     guarded, _ = guard.apply(plan.states, np.arange(n) * DT)
@@ -131,7 +131,7 @@ def test_a_planned_song_passes_the_guard_untouched_and_switches_on_its_onsets():
     assert near[order[-50:]].mean() > near[order[:50]].mean() + 0.5
     quiet = replace(params, accent_rate=0.0)
     sections = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT,
-                           gate_db=-14.0, silence_db=-60.0, min_hold_s=0.10, params=quiet)
+                           silence_db=-60.0, min_hold_s=0.10, params=quiet)
     assert per_frame.sum() > 1.5 * len(_changes(sections.states))  # the accents add changes
 
 

@@ -17,9 +17,11 @@ from pi.show.bundle import shipped_bundle
 from pi.daemon.loop import Daemon
 from pi.audio.sources import END
 from pi.show.features import StreamingFeatures, frame_times, song_features
-from pi.show.lookahead import (LookaheadParams, merge_short_runs, onset_strength, pick_onsets,
+from pi.show.lookahead import (LookaheadParams, last_music_frame, merge_short_runs,
+                                onset_strength, pick_onsets,
                           plan_states, snap_edges)
 from pi.outputs.base import MockOutput
+from pi.show.relay_rules import WINDOW_S
 from pi.show.plans import PlanCache, Planner, plan_song, show_key
 from pi.offline.render import render_blocks, render_song
 from pi.show.pipeline import make_show
@@ -76,10 +78,10 @@ def test_plan_switches_on_onsets_holds_runs_and_is_deterministic():
     acts, level, bands = _random_inputs()
     # The section states alone: the accents on top are tests/test_accents.py's.
     params = LookaheadParams(onset_shift_frames=0, accent_rate=0.0)
-    plan = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT, gate_db=-14.0,
+    plan = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT,
                        silence_db=-60.0, params=params)
     again = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT,
-                        gate_db=-14.0, silence_db=-60.0, params=params)
+                        silence_db=-60.0, params=params)
     np.testing.assert_array_equal(plan.states, again.states)
     np.testing.assert_array_equal(plan.levels, again.levels)
     assert set(plan.onsets.tolist()) <= set(range(0, 2000, 20))  # the peaks, unshifted
@@ -95,11 +97,27 @@ def test_plan_is_all_off_in_silence_and_after_the_music():
     acts, level, bands = _random_inputs()
     level[800:1200] = -90.0   # a silent break
     level[1700:] = -90.0      # and the end
-    plan = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT, gate_db=-14.0,
+    plan = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT,
                        silence_db=-60.0)
-    # The gate's peak hold falls 40 dB/s: from -20 dB it closes within a second (86 frames).
-    assert not plan.states[890:1200].any() and not plan.states[1790:].any()
-    assert plan.states[:800].any()
+    # Off at once, unless the relay budget (3 switches in any second) holds a channel back.
+    late = int(np.ceil(WINDOW_S / DT))
+    assert not plan.states[800 + late:1200].any() and not plan.states[1700 + late:].any()
+    assert plan.states[:800].any() and plan.states[1200:1700].any()
+
+
+def test_a_quiet_passage_keeps_its_lights_but_the_fade_out_is_dark():
+    """The causal gate closes 14 dB below the running loud level; the planner knows the
+    whole song, so only what follows the music's end (the last frame within 15 dB of the
+    median level) goes dark."""
+    acts, level, bands = _random_inputs()
+    level[:] = -20.0
+    level[600:1000] = -45.0                    # a soft verse, 25 dB down, then loud again
+    level[1600:] = np.linspace(-36, -58, len(level) - 1600)  # the fade-out
+    plan = plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT,
+                       silence_db=-60.0)
+    assert last_music_frame(level_db=level, within_db=15.0) == 1599
+    assert plan.states[650:1000].any(axis=0).sum() >= 2  # the verse has lights
+    assert not plan.states[1600 + int(np.ceil(WINDOW_S / DT)):].any()
 
 
 def test_merge_short_runs_leaves_no_short_run():

@@ -15,10 +15,13 @@ against the whole song:
    order (an edge never passes the one before it; two that meet cancel, unless they are a
    lone burst), so the lights change on the beat;
 4. runs shorter than ``hold_s`` are merged into the run before them;
-5. everything is off where the silence gate is closed (the causal show's gate, whose
-   tail handling turns the lamps off after the music ends) or where nothing loud sounded
-   in the last ``quiet_s`` (so the look-ahead never lights a lamp before a sound that
-   follows silence);
+5. everything is off after the music ends (:func:`last_music_frame`: the fade-out and
+   tail of a song), where the sound is below the silence level, or where nothing loud
+   sounded in the last ``quiet_s`` (so the look-ahead never lights a lamp before a sound
+   that follows silence). Quiet passages *inside* the song keep their lights: the causal
+   show's gate closes 14 dB below the running loud level because it cannot tell a quiet
+   verse from the end of a song, and so went dark in every soft passage; its structure
+   was lost with it (tuning songs: ssmCorr 0.515 -> 0.585 real, 0.563 -> 0.588 MIDI);
 6. on top of these section states, short blinks on the onsets, as many channels at a
    moment as the onset is strong, every switch planned inside the relay guard's budget
    (pi/show/accents.py).
@@ -38,7 +41,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pi.show.accents import demand_counts, landing_frames, plan_accents, soften
-from pi.show.mapping import SilenceGate, brightness
+from pi.show.mapping import brightness
 from pi.show.relay_rules import WINDOW_S
 
 TOP_DB = 80.0  # as librosa's power_to_db: the onset strength ignores cells this far down
@@ -70,6 +73,8 @@ class LookaheadParams:
     accent_max_s: float = 0.3
     accent_land_pct: float = 75.0
     accent_soften: int = 2  # frames either side over which the onset strength is spread
+    # The music ends at the last frame within end_within_db of the song's median level.
+    end_within_db: float = 15.0
 
 
 DEFAULT_LOOKAHEAD = LookaheadParams()
@@ -272,26 +277,41 @@ def recently_loud(*, level_db: np.ndarray, below_db: float, frames: int) -> np.n
     return count[idx + 1] - count[np.maximum(idx + 1 - frames, 0)] > 0
 
 
-def silence_gate(*, level_db: np.ndarray, gate_db: float, silence_db: float,
-                 dt: float) -> np.ndarray:
-    """The causal show's silence gate (pi/show/mapping.py ``SilenceGate``) over a whole song,
-    frame by frame, so that both shows go dark at the same frames.
+def last_music_frame(*, level_db: np.ndarray, within_db: float,
+                     floor_db: float = -80.0) -> int:
+    """The last frame whose level is within ``within_db`` of the song's median level (over
+    the frames above ``floor_db``), or -1 if none is above it: where the music ends and
+    only its fade-out, reverb or silence follows. The judge's music end
+    (``/work/shared/show-metrics.md``) is the same rule on its own frames.
 
     Parameters
     ----------
     level_db : np.ndarray [shape=(n,)]  each frame's RMS level in dBFS
+    """
+    level = np.asarray(level_db, np.float64)
+    heard = level[level > floor_db]
+    if not heard.size:
+        return -1
+    within = np.flatnonzero(np.abs(level - np.median(heard)) <= within_db)
+    return int(within[-1]) if within.size else -1
+
+
+def music_gate(*, level_db: np.ndarray, silence_db: float, within_db: float) -> np.ndarray:
+    """Frames where lamps may be on: above ``silence_db`` and not after
+    :func:`last_music_frame`.
 
     Returns
     -------
     np.ndarray [shape=(n,)] bool
     """
-    gate = SilenceGate(gate_db=gate_db, silence_db=silence_db, dt=dt)
-    return np.array([gate.step(level) for level in np.asarray(level_db, np.float64).tolist()],
-                    dtype=bool)
+    level = np.asarray(level_db, np.float64)
+    gate = level > silence_db
+    gate[last_music_frame(level_db=level, within_db=within_db) + 1:] = False
+    return gate
 
 
 def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.ndarray | None,
-                dt: float, gate_db: float, silence_db: float, min_hold_s: float = 0.0,
+                dt: float, silence_db: float, min_hold_s: float = 0.0,
                 max_per_s: int = 3, params: LookaheadParams = DEFAULT_LOOKAHEAD,
                 onset_envelope: np.ndarray | None = None) -> Plan:
     """A whole song's relay states and dimmer levels, planned with look-ahead (see the
@@ -304,7 +324,8 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     bands_db : np.ndarray [shape=(n, n_mels)]  each frame's mel power in dB, or None with
         ``onset_envelope``
     dt : float  seconds between frames
-    gate_db, silence_db : the silence gate's settings (pi/show/mapping.py ``MappingParams``)
+    silence_db : the silence level (pi/show/mapping.py ``MappingParams``; config
+        ``show.silence_db``)
     min_hold_s : a hold the caller requires (the config's); the planner holds at least
         ``params.hold_s``
     max_per_s : the relay guard's switches per channel per second, planned within
@@ -319,7 +340,7 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     n, k = acts.shape
     if n == 0:
         return Plan(np.zeros((0, k), bool), np.zeros((0, k)), np.zeros(0, int))
-    gate = silence_gate(level_db=level_db, gate_db=gate_db, silence_db=silence_db, dt=dt)
+    gate = music_gate(level_db=level_db, silence_db=silence_db, within_db=params.end_within_db)
     gate &= recently_loud(level_db=level_db, below_db=params.quiet_db,
                           frames=max(1, int(params.quiet_s / dt)))
     smooth = moving_average(x=acts, width=int(params.smooth_s / dt) | 1)

@@ -83,7 +83,7 @@ class Show:
         mapper = self.mapper
         states, levels, self.planned_onsets = plan_states(
             activations=acts, level_db=level, bands_db=bands, dt=mapper.dt,
-            gate_db=mapper.params.gate_db, silence_db=mapper.params.silence_db,
+            silence_db=mapper.params.silence_db,
             min_hold_s=mapper.hold_s, params=params, onset_envelope=onset_envelope,
             max_per_s=self.guard.max_per_s if self.guard else MECHANICAL_MAX_TOGGLES_PER_S)
         # The overrides index a frame's channels along axis 0: channels-first, all at once.

@@ -29,7 +29,7 @@ from pi.show.pipeline import ModelShow, Show, ShowFrames
 
 log = logging.getLogger(__name__)
 
-PLAN_FORMAT = 2     # bump when a plan's meaning changes: old files are then misses
+PLAN_FORMAT = 3     # bump when a plan's meaning changes: old files are then misses
 KEEP_PLANS = 512    # the cache keeps this many songs' plans, the most recently used
 SUFFIX = ".plan.npz"
 
@@ -50,7 +50,7 @@ def show_key(show: Show, params: LookaheadParams = DEFAULT_LOOKAHEAD) -> str:
     mapper = show.mapper
     parts = {"format": PLAN_FORMAT, "show": type(show).__name__, "name": show.name,
              "features": show.feature_params.as_dict(), "lookahead": asdict(params),
-             "hold_s": mapper.hold_s, "gate_db": mapper.params.gate_db,
+             "hold_s": mapper.hold_s,
              "silence_db": mapper.params.silence_db, "overrides": asdict(mapper.overrides),
              "guard": None if show.guard is None else [show.guard.max_per_s,
                                                       show.guard.hold_s]}
