@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pi.show.features import N_MELS, hann_window, mel_basis
+from pi.show.lookahead import last_music_frame
 
 
 class Headline(NamedTuple):
@@ -209,17 +210,13 @@ def rms_db(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> np.ndarray:
 def music_end_hop(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> int:
     """Index of the last music hop, or -1 if no hop is above -80 dB RMS.
 
-    The last hop whose RMS dB is within 15 dB of the median RMS dB of the hops above -80 dB.
+    The last hop whose RMS dB is within 15 dB of the median RMS dB of the hops above -80 dB
+    (the look-ahead show's own music end is the same rule on its frames).
     "Within" is read literally, ``|rms_db - median| <= 15``, so a hop more than 15 dB louder
     than the median does not count either.
     """
-    level = rms_db(y, sr=sr)
-    loud = level[level > RMS_FLOOR_DB]
-    if loud.size == 0:
-        return -1
-    within = np.flatnonzero(np.abs(level - np.median(loud)) <= MUSIC_WITHIN_DB)
-    # Empty only if the two middle hops of an even count are over 30 dB apart.
-    return int(within[-1]) if within.size else -1
+    return last_music_frame(level_db=rms_db(y, sr=sr), within_db=MUSIC_WITHIN_DB,
+                            floor_db=RMS_FLOOR_DB)
 
 
 def check_show(times_s: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
