@@ -218,8 +218,9 @@ def build_trainer(encoder: keras.Model, *, length: int, context: int = 2,
     if previous_frame:
         # A linear path from frame t - 1 beside the nonlinear one: most of frame t is frame
         # t - 1 scaled back towards the mean, which a linear map carries without squeezing
-        # 513 bins through the decoder's hidden units.
-        carried = layers.Dense(n_inputs, name="carried")(previous)
+        # 513 bins through the decoder's hidden units. It starts at zero, so an untrained
+        # decoder is the codes-only one and frame t - 1 is used only as far as it helps.
+        carried = layers.Dense(n_inputs, kernel_initializer="zeros", name="carried")(previous)
         reconstruction = layers.Add(name="reconstruction")([reconstruction, carried])
     return keras.Model(frames, {"timbre": timbre, "reconstruction": reconstruction},
                        name=f"{encoder.name}_trainer")
