@@ -10,12 +10,18 @@ training-only heads (issue 8):
   sounds, so the lights repeat when the music repeats (duty ssm ceiling on held-out songs
   0.46 -> about 0.8).
 - ``reconstruction``: frame ``t`` is decoded from the codes of frames ``t - context`` ..
-  ``t + context`` (a Conv1D over time). The decoder is not shipped, so this context costs
-  nothing on the Pi. Measured (Dec 2026, held-out Wesnoth songs): it buys almost nothing.
-  The neighbouring *spectra* predict frame t well (their mean: 0.65x PCA-8's error), but a
-  shared per-frame encoder gives half-overlapping neighbours nearly the same 8 codes: the
-  best linear decoder from the PCA-8 codes of t-4..t+4 reaches 0.997x PCA-8, and matching
-  0.85x would take about 18 principal components of frame t.
+  ``t + context`` (a Conv1D over time) *and the spectrum of frame t - 1*
+  (:class:`PreviousFrame`, causal side information). The decoder is not shipped, so neither
+  costs anything on the Pi, and the encoder still sees frame t alone. Why the spectrum:
+  neighbouring codes buy almost nothing (a shared per-frame encoder gives half-overlapping
+  neighbours nearly the same 8 codes: the best linear decoder from the PCA-8 codes of
+  t-4..t+4 reaches 0.997x PCA-8), but neighbouring spectra predict frame t well. With frame
+  t - 1 beside them the codes need only carry what is new in frame t: held-out dense MSE
+  1.09x PCA-8's -> 0.77x (Dec 2026). Measure it against baselines given the same frame
+  t - 1 (:func:`training.models.pca.side_information_baselines`): x[t-1] alone 0.98x,
+  x[t-1] + PCA-8 of the difference 0.84x, least squares from PCA-8's code and x[t-1] 0.63x.
+  The codes trade reconstruction for timbre (the show's structure), so a linear decoder
+  with PCA's codes still beats the trained one.
 
 The bottleneck layer is always named ``bottleneck`` inside the encoder sub-model named
 ``encoder`` (:func:`encoder_of`).
