@@ -354,6 +354,8 @@ def main(argv=None) -> int:
     # 16 epochs of at most 50k frames in 2048-frame batches, no ablations: 403 s of CPU for
     # `make train` on 2 hours of music from a cold feature cache, 9.5 min wall on the shared
     # 2-core machine (Dec 2026; 512-frame batches and the ablations took 714 s and 21 min).
+    # The decoder's previous-frame input (a 513 x 513 linear path) adds about 130 s of CPU:
+    # 414 -> 542 s with a warm feature cache.
     # Fewer epochs or frames cost the encoder's structure: 8 epochs (cosine schedule) took
     # the duty-SSM ceiling on training songs from 0.79 to 0.73.
     ap.add_argument("--epochs", type=int, default=EPOCHS)

@@ -16,8 +16,8 @@ training-only heads (issue 8):
   neighbouring codes buy almost nothing (a shared per-frame encoder gives half-overlapping
   neighbours nearly the same 8 codes: the best linear decoder from the PCA-8 codes of
   t-4..t+4 reaches 0.997x PCA-8), but neighbouring spectra predict frame t well. With frame
-  t - 1 beside them the codes need only carry what is new in frame t: held-out dense MSE
-  1.09x PCA-8's -> 0.77x (Dec 2026). Measure it against baselines given the same frame
+  t - 1 beside them the codes need only carry what is new in frame t: held-out MSE over
+  PCA-8's 1.09x -> 0.72x dense, 1.08x -> 0.72x conv (Dec 2026). Measure it against baselines given the same frame
   t - 1 (:func:`training.models.pca.side_information_baselines`): x[t-1] alone 0.98x,
   x[t-1] + PCA-8 of the difference 0.84x, least squares from PCA-8's code and x[t-1] 0.63x.
   The codes trade reconstruction for timbre (the show's structure), so a linear decoder
