@@ -13,9 +13,9 @@ keras = pytest.importorskip("keras")
 from pi.show.bundle import load_bundle  # noqa: E402
 from pi.show.encoder import NumpyEncoder  # noqa: E402
 from pi.show.features import mel_basis, song_features  # noqa: E402
-from training.models.autoencoders import (build_dense_encoder, build_trainer,  # noqa: E402
-                                   encoder_of, export_encoder, song_sequences,
-                                   timbre_targets, train_autoencoder)
+from training.models.autoencoders import (PreviousFrame, build_dense_encoder,  # noqa: E402
+                                          build_trainer, encoder_of, export_encoder,
+                                          song_sequences, timbre_targets, train_autoencoder)
 
 ROOT = Path(__file__).resolve().parent.parent
 LENGTH = 8
@@ -113,6 +113,35 @@ def test_decoder_sees_context_frames_and_timbre_head_only_its_own():
     assert timbre[6] > 0 and (np.delete(timbre, 6) == 0).all()
 
 
+def _poked_reconstruction(trainer, frame: int) -> np.ndarray:
+    """Which frames' reconstruction changes when one input frame changes."""
+    x = np.random.default_rng(3).normal(size=(1, 6, 513)).astype(np.float32)
+    poked = x.copy()
+    poked[0, frame] += 3.0
+    a, b = trainer(x)["reconstruction"], trainer(poked)["reconstruction"]
+    return np.abs(np.asarray(b - a)).max(axis=-1)[0] > 0
+
+
+def test_decoder_rebuilds_frame_t_from_its_code_and_the_previous_frame_only():
+    encoder = build_dense_encoder(dropout=0.0)
+    with_previous = build_trainer(encoder, length=6, context=0)
+    # Frame 2 reaches its own reconstruction (its code) and frame 3's (as frame 3's t - 1),
+    # never an earlier frame's: causal side information.
+    assert _poked_reconstruction(with_previous, 2).tolist() == [0, 0, 1, 1, 0, 0]
+    assert _poked_reconstruction(with_previous, 5).tolist() == [0, 0, 0, 0, 0, 1]
+    without = build_trainer(encoder, length=6, context=0, previous_frame=False)
+    assert _poked_reconstruction(without, 2).tolist() == [0, 0, 1, 0, 0, 0]
+
+
+def test_previous_frame_of_a_runs_first_frame_is_zeros_flagged_absent_not_a_copy():
+    x = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3) + 1.0
+    out = np.asarray(PreviousFrame()(x))
+    assert out.shape == (2, 4, 4)
+    np.testing.assert_array_equal(out[:, 0], 0.0)  # no predecessor: zeros, flag 0
+    np.testing.assert_array_equal(out[:, 1:, :3], x[:, :-1])
+    np.testing.assert_array_equal(out[:, 1:, 3], 1.0)
+
+
 def test_bottleneck_width_is_a_parameter(sequences):
     x, y = sequences
     res = train_autoencoder("dense", x[:125], y[:125], x[125:], y[125:], bottleneck=16,
@@ -137,5 +166,9 @@ def test_make_train_end_to_end_on_tiny_corpus(tmp_path):
             assert key in manifest, key
         assert manifest["metrics"]["mse_vs_pca"] > 0
         assert manifest["provenance"]["context"] >= 1
+        assert manifest["provenance"]["decoder_previous_frame"] is True
+        baselines = manifest["reconstruction_baselines"]
+        assert baselines["persistence_vs_pca"] > 0 and baselines["delta_pca_vs_pca"] > 0
         assert bundle.n_channels == 8
     assert "end detector on" in out.stdout and "PCA-8 validation MSE" in out.stdout
+    assert "x[t-1] + PCA-8 of the difference" in out.stdout

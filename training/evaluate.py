@@ -13,6 +13,8 @@ from pi.show.bundle import DEFAULT_BUNDLE, BundleError, load_bundle
 from pi.audio.decode import AudioFileError
 from pi.offline.metrics import HEADLINE, mel_db, music_end_hop, onset_strength, show_metrics
 from pi.offline.render import Timeline, render_blocks, render_song
+from pi.show.features import normalise
+from pi.show.mapping import MappingParams, ShowMapper
 from pi.show.pipeline import Show, make_show
 from pi.offline.structure import audio_ssm, structure_metrics
 from training.corpus.stems import StemsError, load_stems, sidecar
@@ -101,6 +103,18 @@ def mean_metrics(metrics) -> dict:
     return out
 
 
+def candidate_show(encoder, norm, mapping: MappingParams, params):
+    """A show factory for a model that is not exported yet: the same mapper as the Pi's."""
+
+    class CandidateShow(Show):
+        name = "candidate"
+
+        def activations(self, frames_db):
+            return encoder(normalise(frames_db, mean=norm[0], std=norm[1]))
+
+    return lambda: CandidateShow(ShowMapper(mapping, feature_params=params), params)
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -142,3 +156,4 @@ def main(argv=None) -> int:
     for path, reason in result["skipped"].items():
         print(f"evaluate: skipped {reason}", file=sys.stderr)
     return 0 if result["songs"] else 1
+

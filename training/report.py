@@ -133,9 +133,10 @@ img{{max-width:100%;border:1px solid #eee}}</style></head><body>
 <h2>Evaluation on held-out songs</h2>{_table(results)}
 <p>Columns: the exported models, then (with <code>--ablations</code>) the ablations
 (the same design on fewer frames, reconstruction only; no temporal context in the decoder;
-no auxiliary decorrelation loss) and LightShowPi-style
-bands through the same mapping. mse/pca compares the reconstruction head (frame t from the
-codes of its neighbours too) with PCA-8 of frame t alone.</p>
+no previous frame in the decoder; no auxiliary decorrelation loss) and LightShowPi-style
+bands through the same mapping. mse/pca compares the training-only reconstruction head (frame t
+from its own code, its neighbours' codes and the spectrum of frame t-1) with PCA-8 of frame t
+alone; the notes above give linear baselines with the same frame t-1.</p>
 {body}</body></html>"""
     index = out_dir / "index.html"
     index.write_text(page)

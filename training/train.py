@@ -15,14 +15,15 @@ from pi.show.bundle import pack_arrays, write_bundles
 from pi.audio.decode import read_song
 from pi.show.features import DEFAULT_PARAMS, fit_normalisation, normalise
 from pi.show.encoder import NumpyEncoder
-from pi.show.mapping import MappingParams, ShowMapper
+from pi.show.mapping import MappingParams
 from pi.offline.metrics import HEADLINE, Headline
 from pi.offline.render import render_blocks
-from pi.show.pipeline import BandsShow, Show
+from pi.show.pipeline import BandsShow
 from training.corpus import demo as corpus, ingest
 from training.models import end_detector
-from training.models.pca import fit_pca, pca_mse
-from training.evaluate import evaluate_audio
+from training.models.pca import (describe_baselines, fit_pca, pca_mse,
+                                 side_information_baselines)
+from training.evaluate import candidate_show, evaluate_audio
 from training.corpus.stems import load_stems, sidecar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +68,7 @@ class Data:
     norm: tuple
     pca: tuple
     mse_pca: float
+    baselines: dict  # what PCA-k does with the decoder's side information (frame t - 1)
     val_audio: dict
     val_stems: dict
 
@@ -142,9 +144,11 @@ def prepare_data(t: Trimmed, *, max_frames: int, bottleneck: int, length: int,
     val_audio = {Path(s.path).name: read_song(s.path) for s in t.val}
     val_stems = {Path(s.path).name: load_stems(sidecar(s.path)) for s in t.val
                  if sidecar(s.path).is_file()}
+    baselines = side_information_baselines(x_train, x_val, k=bottleneck, mse_pca=mse_pca)
     print(f"PCA-{bottleneck} validation MSE {mse_pca:.4f}; training on {x_train[..., 0].size} "
-          f"frames, validating on {x_val[..., 0].size}")
-    return Data(x_train, y_train, x_val, y_val, norm, pca, mse_pca, val_audio, val_stems)
+          f"frames, validating on {x_val[..., 0].size}\n{describe_baselines(baselines)}")
+    return Data(x_train, y_train, x_val, y_val, norm, pca, mse_pca, baselines, val_audio,
+                val_stems)
 
 
 def train_candidates(args, data: Data, params, *, clock=None) -> tuple[dict, dict]:
@@ -184,13 +188,14 @@ def train_candidates(args, data: Data, params, *, clock=None) -> tuple[dict, dic
         train_and_score(kind, kind, data.x_train, data.y_train, args.epochs, **base)
     if args.ablations:
         # Ablations on a quarter of the frames and a third of the epochs, each against the
-        # same smaller baseline, so that all four cost about a third of a full training.
+        # same smaller baseline, so that all five cost about a third of a full training.
         small, epochs = (data.x_train[::4], data.y_train[::4]), max(1, args.epochs // 3)
         for label, kind, cfg in (
                 ("ablation: baseline", "dense", base),
                 ("ablation: reconstruction only", "dense",
                  dict(base, timbre_weight=0.0, reconstruction_weight=1.0)),
                 ("ablation: no temporal context", "dense", dict(base, context=0)),
+                ("ablation: no previous frame", "dense", dict(base, previous_frame=False)),
                 ("ablation: no aux loss", "dense", dict(base, decorrelation=0.0))):
             train_and_score(label, kind, *small, epochs, **cfg)
     results["bands (LightShowPi-style)"] = evaluate_audio(
@@ -216,7 +221,8 @@ def export(args, *, c: Corpus, t: Trimmed, data: Data, results: dict, candidates
              f"Trimmed {trim_report['end_trimmed_s']:.0f} s of endings and "
              f"{trim_report['start_trimmed_s']:.0f} s of leading silence.",
              f"PCA-{args.bottleneck} validation MSE {data.mse_pca:.4f}; features at "
-             f"{c.audio_s / max(c.feature_s, 1e-9):.0f} s of audio per wall second."]
+             f"{c.audio_s / max(c.feature_s, 1e-9):.0f} s of audio per wall second.",
+             describe_baselines(data.baselines)]
     manifest_base = {
         "feature_params": params.as_dict(),
         "corpus": {"source": c.source, **{k: summary[k] for k in
@@ -226,6 +232,7 @@ def export(args, *, c: Corpus, t: Trimmed, data: Data, results: dict, candidates
         "end_detector": {k: v for k, v in end_report.items() if k != "songs"},
         "trim": {k: v for k, v in trim_report.items() if k != "per_song"},
         "pca_val_mse": data.mse_pca,
+        "reconstruction_baselines": data.baselines,
         "evaluation": results,
         "provenance": {"trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "host": platform.node(), "python": platform.python_version(),
@@ -233,7 +240,8 @@ def export(args, *, c: Corpus, t: Trimmed, data: Data, results: dict, candidates
                        "max_frames": args.max_frames, "sequence_length": args.sequence_length,
                        "batch_frames": args.batch_frames,
                        "learning_rate": args.learning_rate, "schedule": args.schedule,
-                       "context": args.context, "decorrelation": args.decorrelation,
+                       "context": args.context, "decoder_previous_frame": True,
+                       "decorrelation": args.decorrelation,
                        "reconstruction_weight": args.reconstruction_weight,
                        "train_seconds_total": round(seconds, 1),
                        "cpu_seconds_total": round(time.process_time(), 1),
@@ -298,18 +306,6 @@ def run(args) -> dict:
             "stage_seconds": clock.seconds}
 
 
-def candidate_show(encoder, norm, mapping: MappingParams, params):
-    """A show factory for a model that is not exported yet: the same mapper as the Pi's."""
-
-    class CandidateShow(Show):
-        name = "candidate"
-
-        def activations(self, frames_db):
-            return encoder(normalise(frames_db, mean=norm[0], std=norm[1]))
-
-    return lambda: CandidateShow(ShowMapper(mapping, feature_params=params), params)
-
-
 def report(out_dir: Path, *, args, results, candidates, detector, val, val_audio, notes,
            annotations, mse_pca) -> None:
     """Figures and tables for the human reading the training run (training/report.py)."""
@@ -358,6 +354,8 @@ def main(argv=None) -> int:
     # 16 epochs of at most 50k frames in 2048-frame batches, no ablations: 403 s of CPU for
     # `make train` on 2 hours of music from a cold feature cache, 9.5 min wall on the shared
     # 2-core machine (Dec 2026; 512-frame batches and the ablations took 714 s and 21 min).
+    # The decoder's previous-frame input (a 513 x 513 linear path) adds about 130 s of CPU:
+    # 414 -> 542 s with a warm feature cache.
     # Fewer epochs or frames cost the encoder's structure: 8 epochs (cosine schedule) took
     # the duty-SSM ceiling on training songs from 0.79 to 0.73.
     ap.add_argument("--epochs", type=int, default=EPOCHS)
@@ -381,9 +379,9 @@ def main(argv=None) -> int:
                     help="consecutive frames per training example (default: %(default)s)")
     ap.add_argument("--demo-songs", type=int, default=12)
     ap.add_argument("--ablations", action="store_true",
-                    help="also train and score the four ablations (baseline, reconstruction "
-                         "only, no temporal context, no aux loss) for the report: about 4 "
-                         "minutes more on 2 hours of music")
+                    help="also train and score the five ablations (baseline, reconstruction "
+                         "only, no temporal context, no previous frame, no aux loss) for the "
+                         "report: about 5 minutes more on 2 hours of music")
     ap.add_argument("--no-ablations", dest="ablations", action="store_false",
                     help="the default")
     ap.add_argument("--seed", type=int, default=0)

@@ -10,12 +10,18 @@ training-only heads (issue 8):
   sounds, so the lights repeat when the music repeats (duty ssm ceiling on held-out songs
   0.46 -> about 0.8).
 - ``reconstruction``: frame ``t`` is decoded from the codes of frames ``t - context`` ..
-  ``t + context`` (a Conv1D over time). The decoder is not shipped, so this context costs
-  nothing on the Pi. Measured (Dec 2026, held-out Wesnoth songs): it buys almost nothing.
-  The neighbouring *spectra* predict frame t well (their mean: 0.65x PCA-8's error), but a
-  shared per-frame encoder gives half-overlapping neighbours nearly the same 8 codes: the
-  best linear decoder from the PCA-8 codes of t-4..t+4 reaches 0.997x PCA-8, and matching
-  0.85x would take about 18 principal components of frame t.
+  ``t + context`` (a Conv1D over time) *and the spectrum of frame t - 1*
+  (:class:`PreviousFrame`, causal side information). The decoder is not shipped, so neither
+  costs anything on the Pi, and the encoder still sees frame t alone. Why the spectrum:
+  neighbouring codes buy almost nothing (a shared per-frame encoder gives half-overlapping
+  neighbours nearly the same 8 codes: the best linear decoder from the PCA-8 codes of
+  t-4..t+4 reaches 0.997x PCA-8), but neighbouring spectra predict frame t well. With frame
+  t - 1 beside them the codes need only carry what is new in frame t: held-out MSE over
+  PCA-8's 1.09x -> 0.72x dense, 1.08x -> 0.72x conv (Dec 2026). Measure it against baselines given the same frame
+  t - 1 (:func:`training.models.pca.side_information_baselines`): x[t-1] alone 0.98x,
+  x[t-1] + PCA-8 of the difference 0.84x, least squares from PCA-8's code and x[t-1] 0.63x.
+  The codes trade reconstruction for timbre (the show's structure), so a linear decoder
+  with PCA's codes still beats the trained one.
 
 The bottleneck layer is always named ``bottleneck`` inside the encoder sub-model named
 ``encoder`` (:func:`encoder_of`).
@@ -175,11 +181,32 @@ ENCODERS = {"seed": build_seed_encoder, "dense": build_dense_encoder,
             "conv": build_conv_encoder}
 
 
+@keras.saving.register_keras_serializable(package="lightshow")
+class PreviousFrame(layers.Layer):
+    """Sequences ``[shape=(n, length, bins)]`` -> each frame's predecessor in its sequence and
+    a flag saying there is one ``[shape=(n, length, bins + 1)]``.
+
+    The first frame of a sequence has no predecessor: it gets zeros (the training mean, since
+    frames are standardised) and the flag 0, so the decoder rebuilds it from the codes alone.
+    Not a copy of itself, which would hand the decoder the answer; and kept in the loss and
+    in the reported MSE, so the MSE is over the same frames as PCA-8's.
+    """
+
+    def call(self, x):
+        previous = ops.pad(x[:, :-1], ((0, 0), (1, 0), (0, 0)))
+        flag = ops.pad(ops.ones_like(x[:, 1:, :1]), ((0, 0), (1, 0), (0, 0)))
+        return ops.concatenate([previous, flag], axis=-1)
+
+
 def build_trainer(encoder: keras.Model, *, length: int, context: int = 2,
                   n_timbre: int = N_TIMBRE, decorrelation: float = 0.0,
-                  decoder_units: int = 256) -> keras.Model:
+                  decoder_units: int = 256, previous_frame: bool = True) -> keras.Model:
     """The training model around ``encoder``: sequences ``[shape=(n, length, 513)]`` ->
-    ``{"timbre": (n, length, n_timbre), "reconstruction": (n, length, 513)}``."""
+    ``{"timbre": (n, length, n_timbre), "reconstruction": (n, length, 513)}``.
+
+    ``previous_frame``: the reconstruction decoder also sees frame t - 1's spectrum (causal
+    side information, :class:`PreviousFrame`), so the codes of frame t need only carry what
+    is new in it. The encoder still sees frame t alone: the Pi's encoder is unchanged."""
     n_inputs = encoder.input.shape[-1]
     frames = keras.Input((length, n_inputs), name="frames")
     codes = layers.TimeDistributed(encoder, name="frames_to_codes")(frames)
@@ -188,8 +215,19 @@ def build_trainer(encoder: keras.Model, *, length: int, context: int = 2,
     timbre = layers.Dense(n_timbre, name="timbre")(t)
     # Frame t from the codes of frames t - context .. t + context ("same": zeros past the ends).
     r = layers.Conv1D(decoder_units, 2 * context + 1, padding="same", activation="silu")(codes)
+    if previous_frame:
+        previous = PreviousFrame(name="previous_frame")(frames)
+        r = layers.Concatenate()([r, previous])
     r = layers.Dense(decoder_units, activation="silu")(r)
-    reconstruction = layers.Dense(n_inputs, name="reconstruction")(r)
+    reconstruction = layers.Dense(n_inputs, name="decoded" if previous_frame
+                                  else "reconstruction")(r)
+    if previous_frame:
+        # A linear path from frame t - 1 beside the nonlinear one: most of frame t is frame
+        # t - 1 scaled back towards the mean, which a linear map carries without squeezing
+        # 513 bins through the decoder's hidden units. It starts at zero, so an untrained
+        # decoder is the codes-only one and frame t - 1 is used only as far as it helps.
+        carried = layers.Dense(n_inputs, kernel_initializer="zeros", name="carried")(previous)
+        reconstruction = layers.Add(name="reconstruction")([reconstruction, carried])
     return keras.Model(frames, {"timbre": timbre, "reconstruction": reconstruction},
                        name=f"{encoder.name}_trainer")
 
@@ -217,7 +255,7 @@ def train_autoencoder(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val
                       reconstruction_weight: float = 1.0, timbre_weight: float = 1.0,
                       decorrelation: float = 0.0, decoder_units: int = 256, patience: int = 4,
                       learning_rate: float = 1e-3, cosine: bool = False, seed: int = 0,
-                      verbose: int = 0) -> TrainResult:
+                      previous_frame: bool = True, verbose: int = 0) -> TrainResult:
     """Train on sequences of normalised frames ``[shape=(n, length, 513)]`` with their timbre
     targets ``[shape=(n, length, 20)]`` (:func:`song_sequences`), stopping early on the
     validation loss."""
@@ -229,7 +267,8 @@ def train_autoencoder(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val
     length = x_train.shape[1]
     encoder = ENCODERS[kind](x_train.shape[2], bottleneck=bottleneck)
     model = build_trainer(encoder, length=length, context=context, n_timbre=y_train.shape[2],
-                          decorrelation=decorrelation, decoder_units=decoder_units)
+                          decorrelation=decorrelation, decoder_units=decoder_units,
+                          previous_frame=previous_frame)
     batch_size = max(1, batch_frames // length)
     callbacks = [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]
     if cosine:
