@@ -21,7 +21,11 @@ against the whole song:
    follows silence);
 6. on top of these section states, short blinks on the onsets, as many channels at a
    moment as the onset is strong, every switch planned inside the relay guard's budget
-   (pi/show/accents.py).
+   (pi/show/accents.py);
+7. or, in a percussive song (its onset strength at least ``stem_peakiness`` times as peaky
+   as its median), each channel's own accents instead: its section edges and flashes on the
+   onsets of its own group of mel bands, so that a channel follows an instrument
+   (pi/show/stem_accents.py).
 
 The onsets are peaks of a librosa-style onset strength (mel power in dB, rectified
 frame-to-frame rise, mean over bands) computed from the show's own 1024-sample frames, and
@@ -70,6 +74,21 @@ class LookaheadParams:
     accent_max_s: float = 0.3
     accent_land_pct: float = 75.0
     accent_soften: int = 2  # frames either side over which the onset strength is spread
+    # Channel accents (pi/show/stem_accents.py), instead of the accents above in a song whose
+    # onset strength's 95th percentile is at least stem_peakiness times its median (inf:
+    # never): each channel's strongest own peaks, up to stem_rate a second, stem_gap_s
+    # apart, stem_ratio above their mean over stem_mean_s, switch it on stem_shift_frames
+    # after the peak, for at most stem_max_s; its section edges snap to its own peaks (up
+    # to stem_snap_rate a second, stem_snap_gap_s apart).
+    stem_peakiness: float = 3.0
+    stem_rate: float = 1.5
+    stem_gap_s: float = 0.25
+    stem_ratio: float = 1.3
+    stem_mean_s: float = 1.0
+    stem_max_s: float = 0.2
+    stem_shift_frames: int = 2
+    stem_snap_rate: float = 3.0
+    stem_snap_gap_s: float = 0.1
 
 
 DEFAULT_LOOKAHEAD = LookaheadParams()
@@ -293,7 +312,8 @@ def silence_gate(*, level_db: np.ndarray, gate_db: float, silence_db: float,
 def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.ndarray | None,
                 dt: float, gate_db: float, silence_db: float, min_hold_s: float = 0.0,
                 max_per_s: int = 3, params: LookaheadParams = DEFAULT_LOOKAHEAD,
-                onset_envelope: np.ndarray | None = None) -> Plan:
+                onset_envelope: np.ndarray | None = None,
+                band_signals: tuple[np.ndarray, np.ndarray] | None = None) -> Plan:
     """A whole song's relay states and dimmer levels, planned with look-ahead (see the
     module docstring).
 
@@ -310,6 +330,9 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     max_per_s : the relay guard's switches per channel per second, planned within
     onset_envelope : np.ndarray [shape=(n,)]  :func:`onset_strength` of ``bands_db``, when
         the caller computed it already (render does, to free a song's mel bands first)
+    band_signals : (flux, level), each [shape=(n, k)]:
+        :func:`pi.show.stem_accents.song_band_signals` of
+        ``bands_db``, likewise; without them or ``bands_db`` there are no channel accents
 
     Returns
     -------
@@ -325,9 +348,15 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     smooth = moving_average(x=acts, width=int(params.smooth_s / dt) | 1)
     music = smooth[gate] if np.count_nonzero(gate) > 10 else smooth
     z = (smooth - np.median(music, axis=0)) / (music.std(axis=0) + 1e-6)
-    del acts, smooth, music  # a song's float64 arrays, not needed below (memory)
     envelope = onset_strength(bands_db=bands_db) if onset_envelope is None \
         else onset_envelope
+    own = None
+    if np.isfinite(params.stem_peakiness):
+        from pi.show import stem_accents  # which builds on this module
+        own = stem_accents.own_onsets(smooth=smooth, gate=gate, envelope=envelope,
+                                      bands_db=bands_db, band_signals=band_signals, dt=dt,
+                                      params=params)
+    del acts, smooth, music  # a song's float64 arrays, not needed below (memory)
     onsets = pick_onsets(envelope=envelope, allowed=gate,
                          ratio=params.onset_ratio,
                          mean_frames=int(params.onset_mean_s / dt) | 1,
@@ -335,6 +364,10 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     hold = max(params.hold_s, min_hold_s)
     hold_frames = int(np.ceil(hold / dt - 1e-9))
     want = hysteresis_states(z=z, width=params.hysteresis)
+    if own is not None:
+        return stem_accents.plan_own(want=want, own=own, z=z, gate=gate, envelope=envelope,
+                                     onsets=onsets, dt=dt, hold_frames=hold_frames,
+                                     max_per_s=max_per_s, params=params)
     states = snap_edges(want=want, onsets=onsets, max_move=int(round(params.snap_s / dt)),
                         min_gap=hold_frames)
     states &= gate[:, None]
