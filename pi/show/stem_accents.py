@@ -34,8 +34,7 @@ import itertools
 import numpy as np
 
 from pi.show.accents import landing_frames, plan_accents, soften
-from pi.show.lookahead import (LookaheadParams, Plan, _levels, merge_short_runs,
-                               moving_average, snap_edges)
+from pi.show.edges import merge_short_runs, moving_average, snap_edges
 from pi.show.relay_rules import WINDOW_S
 
 TOP_DB = 80.0        # as pi/show/lookahead.py's onset strength: cells this far down ignored
@@ -253,13 +252,14 @@ def song_band_signals(*, bands_db: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 
 
 def plan_own(*, want: np.ndarray, own: np.ndarray, z: np.ndarray, gate: np.ndarray,
-             envelope: np.ndarray, onsets: np.ndarray, dt: float, hold_frames: int,
-             max_per_s: int, params: LookaheadParams) -> Plan:
-    """The look-ahead plan with channel accents (pi/show/lookahead.py, step 7; this
+             envelope: np.ndarray, dt: float, hold_frames: int, max_per_s: int,
+             params) -> np.ndarray:
+    """The look-ahead states with channel accents (pi/show/lookahead.py, step 7; this
     module's docstring): ``want`` ``[shape=(n, k)]`` bool, the hysteresis states; ``own``
     ``[shape=(n, k)]`` each channel's onset function (:func:`own_onsets`); ``z`` the
     channels' z-scores; ``gate`` ``[shape=(n,)]`` bool; ``envelope`` the song's onset
-    strength; ``onsets`` the song's onset frames."""
+    strength; ``params`` the planner's ``LookaheadParams`` (pi/show/lookahead.py).
+    Returns the states ``[shape=(n, k)]`` bool."""
     n, k = want.shape
     shift = params.stem_shift_frames
     mean_frames = int(params.stem_mean_s / dt)
@@ -296,12 +296,12 @@ def plan_own(*, want: np.ndarray, own: np.ndarray, z: np.ndarray, gate: np.ndarr
                                   landing=landing, dt=dt, hold=hold_frames,
                                   max_frames=int(round(params.stem_max_s / dt)),
                                   max_per_s=max_per_s, window_s=WINDOW_S)
-    return Plan(states, _levels(states=states, z=z), onsets)
+    return states
 
 
 def own_onsets(*, smooth: np.ndarray, gate: np.ndarray, envelope: np.ndarray,
                bands_db: np.ndarray | None, band_signals: tuple | None, dt: float,
-               params: LookaheadParams) -> np.ndarray | None:
+               params) -> np.ndarray | None:
     """Each channel's onset function ``[shape=(n, k)]`` (its matched band group's flux), or
     None when the song is not peaky enough or no mel bands are given.
 
@@ -312,6 +312,7 @@ def own_onsets(*, smooth: np.ndarray, gate: np.ndarray, envelope: np.ndarray,
     envelope : np.ndarray [shape=(n,)]  the song's onset strength
     bands_db : np.ndarray [shape=(n, n_mels)] or None
     band_signals : (flux, level) [shape=(n, k)] each, as :func:`song_band_signals`, or None
+    params : the planner's ``LookaheadParams`` (pi/show/lookahead.py)
     """
     if peakiness(envelope=envelope, allowed=gate) < params.stem_peakiness:
         return None
