@@ -20,6 +20,7 @@ from pi.files import atomic_write
 from pi.show.features import StreamingFeatures, frame_times, n_frames_for
 from pi.show.lookahead import onset_strength
 from pi.show.pipeline import Show
+from pi.show.stem_accents import song_band_signals
 
 STEP_MS = (25, 50)  # FPP's and xLights' usual frame times
 _EPS_S = 1e-9       # "at or before" in float seconds: far below any frame spacing
@@ -91,10 +92,10 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
         show.mapper.onset_log = None
     n = show.n_channels
     if inputs is not None:
-        acts, level, envelope = inputs.finish()
+        acts, level, envelope, band_signals = inputs.finish()
         del inputs
         parts = [show.plan_signals(acts, level, None, frame_times(len(acts), params=params),
-                                   onset_envelope=envelope)]
+                                   onset_envelope=envelope, band_signals=band_signals)]
 
     def joined(i, dtype):
         return np.concatenate([p[i] for p in parts]) if parts else np.zeros((0, n), dtype)
@@ -131,7 +132,8 @@ class _PlanInputs:
     """A song's :meth:`pi.show.Show.plan_inputs`, block after block, in arrays allocated
     once for the expected frames (grown if the song is longer): a list of blocks joined at
     the end would hold the song's mel bands twice (2 x 10 MB for 4 minutes). The bands
-    are kept only until their onset strength is known (it needs the song's loudest band)."""
+    are kept only until their onset strength and the channel accents' band-group signals
+    are known (both need the song's loudest band)."""
 
     def __init__(self, show: Show, rows: int):
         acts, level, bands = show.plan_inputs(np.zeros((0, show.feature_params.n_bins),
@@ -151,11 +153,13 @@ class _PlanInputs:
             column[self.n:end] = values
         self.n = end
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The activations, levels and the onset strength of the bands, which are freed."""
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+        """The activations, levels, the onset strength of the bands and their band-group
+        signals (pi.show.stem_accents.song_band_signals); the bands are freed."""
         acts, level, bands = (c[:self.n] for c in self._columns)
         self._columns = None
-        return acts, level, onset_strength(bands_db=bands)
+        return (acts, level, onset_strength(bands_db=bands),
+                song_band_signals(bands_db=bands, k=acts.shape[1]))
 
 
 def write_csv(timeline: Timeline, out: str | Path) -> None:

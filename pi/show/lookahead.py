@@ -24,7 +24,11 @@ against the whole song:
    was lost with it (tuning songs: ssmCorr 0.515 -> 0.585 real, 0.563 -> 0.588 MIDI);
 6. on top of these section states, short blinks on the onsets, as many channels at a
    moment as the onset is strong, every switch planned inside the relay guard's budget
-   (pi/show/accents.py).
+   (pi/show/accents.py);
+7. or, in a percussive song (its onset strength at least ``stem_peakiness`` times as peaky
+   as its median), each channel's own accents instead: its section edges and flashes on the
+   onsets of its own group of mel bands, so that a channel follows an instrument
+   (pi/show/stem_accents.py).
 
 The onsets are peaks of a librosa-style onset strength (mel power in dB, rectified
 frame-to-frame rise, mean over bands) computed from the show's own 1024-sample frames, and
@@ -41,7 +45,9 @@ from typing import NamedTuple
 import numpy as np
 
 from pi.show.accents import demand_counts, landing_frames, plan_accents, soften
+from pi.show.edges import merge_short_runs, moving_average, snap_edges  # noqa: F401 (API)
 from pi.show.mapping import brightness
+from pi.show import stem_accents
 from pi.show.relay_rules import WINDOW_S
 
 TOP_DB = 80.0  # as librosa's power_to_db: the onset strength ignores cells this far down
@@ -78,6 +84,21 @@ class LookaheadParams:
     # 15 dB ended up to 0.36 s late on the tuning songs (the judge darkens 0.5 s after its
     # end), 13 dB at most 0.10 s late, and earlier only in slow fade-outs.
     end_within_db: float = 13.0
+    # Channel accents (pi/show/stem_accents.py), instead of the accents above in a song whose
+    # onset strength's 95th percentile is at least stem_peakiness times its median (inf:
+    # never): each channel's strongest own peaks, up to stem_rate a second, stem_gap_s
+    # apart, stem_ratio above their mean over stem_mean_s, switch it on stem_shift_frames
+    # after the peak, for at most stem_max_s; its section edges snap to its own peaks (up
+    # to stem_snap_rate a second, stem_snap_gap_s apart).
+    stem_peakiness: float = 3.0
+    stem_rate: float = 1.5
+    stem_gap_s: float = 0.25
+    stem_ratio: float = 1.3
+    stem_mean_s: float = 1.0
+    stem_max_s: float = 0.2
+    stem_shift_frames: int = 2
+    stem_snap_rate: float = 3.0
+    stem_snap_gap_s: float = 0.1
 
 
 DEFAULT_LOOKAHEAD = LookaheadParams()
@@ -92,29 +113,6 @@ class Plan(NamedTuple):
     states: np.ndarray
     levels: np.ndarray
     onsets: np.ndarray
-
-
-def moving_average(*, x: np.ndarray, width: int) -> np.ndarray:
-    """Centred moving average along axis 0, over ``width`` rows (odd; shrunk at the ends).
-
-    Parameters
-    ----------
-    x : np.ndarray [shape=(n,) or (n, k)]
-    width : int  rows averaged; 1 returns a float64 copy
-
-    Returns
-    -------
-    np.ndarray, float64, the shape of ``x``
-    """
-    x = np.asarray(x, np.float64)
-    if width <= 1 or len(x) == 0:
-        return x.copy()
-    flat = x.reshape(len(x), -1)
-    c = np.concatenate([np.zeros((1, flat.shape[1])), np.cumsum(flat, axis=0)])
-    n, half = len(x), width // 2
-    lo = np.clip(np.arange(n) - half, 0, n)
-    hi = np.clip(np.arange(n) + half + 1, 0, n)
-    return ((c[hi] - c[lo]) / (hi - lo)[:, None]).reshape(x.shape)
 
 
 def onset_strength(*, bands_db: np.ndarray) -> np.ndarray:
@@ -168,79 +166,6 @@ def pick_onsets(*, envelope: np.ndarray, allowed: np.ndarray, ratio: float,
     peak[:-1] &= r[:-1] >= r[1:]
     idx = np.flatnonzero(peak) + int(shift_frames)
     return idx[(idx >= 0) & (idx < len(env))]
-
-
-def snap_edges(*, want: np.ndarray, onsets: np.ndarray, max_move: int,
-               min_gap: int = 1) -> np.ndarray:
-    """Move every on/off edge of ``want`` to the nearest onset within ``max_move`` frames
-    (or leave it), keeping each channel's edges in order: an edge that would land less
-    than ``min_gap`` after the one before it cancels with it, unless no later onset is
-    within its reach;
-    then it goes to its own frame or ``min_gap`` after the one before, whichever is later,
-    so that a lone burst (a click after silence) still lights its lamp from its onset.
-
-    Parameters
-    ----------
-    want : np.ndarray [shape=(n, k)] bool
-    onsets : np.ndarray [shape=(m,)] int, sorted frame indices
-
-    Returns
-    -------
-    np.ndarray [shape=(n, k)] bool
-    """
-    want = np.asarray(want, bool)
-    n, k = want.shape
-    if n == 0:
-        return want.copy()
-    change = want[1:] != want[:-1]
-    chan, row = np.nonzero(change.T)  # channel-major, so each channel's edges are in order
-    edge = row + 1
-    moved = edge.copy()
-    if len(onsets) and len(edge):
-        j = np.searchsorted(onsets, edge)
-        before = onsets[np.maximum(j - 1, 0)]
-        after = onsets[np.minimum(j, len(onsets) - 1)]
-        nearest = np.where(np.abs(after - edge) < np.abs(edge - before), after, before)
-        moved = np.where(np.abs(nearest - edge) <= max_move, nearest, edge)
-    # Order, channel by channel: an edge that would land less than min_gap after the one
-    # before it cancels with it (a short burst among onsets is noise), unless no later
-    # onset is in its reach: then the burst is all there is (a click after silence) and
-    # it keeps min_gap frames.
-    start = np.r_[True, chan[1:] != chan[:-1]] if len(chan) else np.zeros(0, bool)
-    if (np.r_[False, moved[1:] < moved[:-1] + min_gap] & ~start).any():
-        prev = 0
-        for e in range(len(moved)):
-            if not start[e] and moved[e] < prev + min_gap:
-                j = int(np.searchsorted(onsets, prev + min_gap)) if len(onsets) else 0
-                later = j < len(onsets) and onsets[j] <= edge[e] + max_move
-                moved[e] = prev if later else max(edge[e], prev + min_gap)
-            prev = moved[e]
-    toggles = np.zeros((n + 1, k), np.int64)
-    np.add.at(toggles, (np.minimum(moved, n), chan), 1)
-    return want[0] ^ (np.cumsum(toggles[:n], axis=0) % 2).astype(bool)
-
-
-def merge_short_runs(*, states: np.ndarray, min_frames: int) -> np.ndarray:
-    """Each run shorter than ``min_frames`` (but the first) takes the state of the run before
-    it, in order, so no run between two changes is shorter.
-
-    Parameters
-    ----------
-    states : np.ndarray [shape=(n, k)] bool
-
-    Returns
-    -------
-    np.ndarray [shape=(n, k)] bool, a copy
-    """
-    out = np.array(states, bool)
-    n = len(out)
-    for c in range(out.shape[1]):
-        s = out[:, c]
-        bounds = np.concatenate([[0], np.flatnonzero(s[1:] != s[:-1]) + 1, [n]])
-        short = np.flatnonzero(np.diff(bounds) < min_frames)
-        for r in short[short > 0].tolist():
-            s[bounds[r]:bounds[r + 1]] = s[bounds[r] - 1]
-    return out
 
 
 def hysteresis_states(*, z: np.ndarray, width: float) -> np.ndarray:
@@ -316,7 +241,8 @@ def music_gate(*, level_db: np.ndarray, silence_db: float, within_db: float) -> 
 def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.ndarray | None,
                 dt: float, silence_db: float, min_hold_s: float = 0.0,
                 max_per_s: int = 3, params: LookaheadParams = DEFAULT_LOOKAHEAD,
-                onset_envelope: np.ndarray | None = None) -> Plan:
+                onset_envelope: np.ndarray | None = None,
+                band_signals: tuple[np.ndarray, np.ndarray] | None = None) -> Plan:
     """A whole song's relay states and dimmer levels, planned with look-ahead (see the
     module docstring).
 
@@ -334,6 +260,9 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     max_per_s : the relay guard's switches per channel per second, planned within
     onset_envelope : np.ndarray [shape=(n,)]  :func:`onset_strength` of ``bands_db``, when
         the caller computed it already (render does, to free a song's mel bands first)
+    band_signals : (flux, level), each [shape=(n, k)]:
+        :func:`pi.show.stem_accents.song_band_signals` of
+        ``bands_db``, likewise; without them or ``bands_db`` there are no channel accents
 
     Returns
     -------
@@ -349,9 +278,14 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     smooth = moving_average(x=acts, width=int(params.smooth_s / dt) | 1)
     music = smooth[gate] if np.count_nonzero(gate) > 10 else smooth
     z = (smooth - np.median(music, axis=0)) / (music.std(axis=0) + 1e-6)
-    del acts, smooth, music  # a song's float64 arrays, not needed below (memory)
     envelope = onset_strength(bands_db=bands_db) if onset_envelope is None \
         else onset_envelope
+    own = None
+    if np.isfinite(params.stem_peakiness):
+        own = stem_accents.own_onsets(smooth=smooth, gate=gate, envelope=envelope,
+                                      bands_db=bands_db, band_signals=band_signals, dt=dt,
+                                      params=params)
+    del acts, smooth, music  # a song's float64 arrays, not needed below (memory)
     onsets = pick_onsets(envelope=envelope, allowed=gate,
                          ratio=params.onset_ratio,
                          mean_frames=int(params.onset_mean_s / dt) | 1,
@@ -359,6 +293,11 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     hold = max(params.hold_s, min_hold_s)
     hold_frames = int(np.ceil(hold / dt - 1e-9))
     want = hysteresis_states(z=z, width=params.hysteresis)
+    if own is not None:
+        states = stem_accents.plan_own(want=want, own=own, z=z, gate=gate, envelope=envelope,
+                                       dt=dt, hold_frames=hold_frames, max_per_s=max_per_s,
+                                       params=params)
+        return Plan(states, _levels(states=states, z=z), onsets)
     states = snap_edges(want=want, onsets=onsets, max_move=int(round(params.snap_s / dt)),
                         min_gap=hold_frames)
     states &= gate[:, None]
