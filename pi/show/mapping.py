@@ -102,7 +102,10 @@ class _SparseMel:
         self.starts = np.array(starts)
 
     def __call__(self, power: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(power[..., self.idx] * self.weights, self.starts, axis=-1)
+        # np.take, not power[..., idx]: the same gather at a quarter of the cost.
+        picked = np.take(power, self.idx, axis=-1)
+        picked *= self.weights
+        return np.add.reduceat(picked, self.starts, axis=-1)
 
 
 GATE_DECAY_DB_S = 40.0  # how fast the gate's peak hold falls
@@ -289,40 +292,53 @@ class ShowMapper:
             # Busy music waits for onsets; otherwise a wanted change waits idle_change_s.
             idle = p.idle_change_s if pressure <= 1.0 else inf
             alpha_slow, alpha_stuck, hyst = self._alpha_adapt, self._alpha_stuck, p.hysteresis
-            center, scale = self.center[:], self.scale[:]
-            z, change, new_since = [0.0] * k, [False] * k, [inf] * k
+            center, scale, z, new_since = [], [], [], []
             # rank: the channels that want to change, the furthest past their threshold
-            # first; -1: not a candidate.
-            rank = [-1.0] * k
-            for c in range(k):
-                ac, cc, sc = a[c], center[c], scale[c]
-                alpha = alpha_stuck if t - last_change[c] > STUCK_S else alpha_slow
+            # first; -1: not a candidate. `wants` counts them.
+            change, rank, wants = [False] * k, [-1.0] * k, 0
+            for c, (ac, cc, sc, lc, st, ws) in enumerate(zip(a, self.center, self.scale,
+                                                             last_change, state,
+                                                             wanted_since)):
+                since = t - lc
+                alpha = alpha_stuck if since > STUCK_S else alpha_slow
+                # Towards a by a step of sign(d): cc + sc * alpha * sign(d), branch by branch.
                 d = ac - cc
-                cc += sc * alpha * ((d > 0) - (d < 0))  # towards a by a step of sign(d)
+                if d > 0:
+                    cc += sc * alpha
+                elif d < 0:
+                    cc -= sc * alpha
+                else:
+                    cc += 0.0
                 d = ac - cc
                 sc += (abs(d) - sc) * alpha
                 if not sc >= 1e-4:
                     sc = 1e-4
                 zc = d / sc
-                center[c], scale[c], z[c] = cc, sc, zc
-                st = state[c]
-                free = t - last_change[c] >= hold
+                center.append(cc)
+                scale.append(sc)
+                z.append(zc)
                 # On above the band, off below it, unchanged inside it.
                 if (zc > hyst or (st and not zc < -hyst)) != st:
-                    ws = wanted_since[c]
-                    new_since[c] = ws = ws if ws <= t else t
-                    if free:
+                    if ws > t:
+                        ws = t
+                    new_since.append(ws)
+                    if since >= hold:
                         if t - ws >= idle:
                             change[c] = True
                         else:
                             rank[c] = abs(zc)
+                            wants += 1
+                else:
+                    new_since.append(inf)
             self.center, self.scale = center, scale
             self.wanted_since = wanted_since = new_since
-            if budget > 0:
-                # numpy's argsort, not sorted(): ties must break as they always have.
-                for c in np.argsort(-np.array(rank))[:budget].tolist():
-                    if rank[c] >= 0:
-                        change[c] = True
+            if budget > 0 and wants:
+                if wants <= budget:  # every candidate changes: their order does not matter
+                    change = [ch or r >= 0 for ch, r in zip(change, rank)]
+                else:  # numpy's argsort, not sorted(): ties must break as they always have.
+                    for c in np.argsort(-np.array(rank))[:budget].tolist():
+                        if rank[c] >= 0:
+                            change[c] = True
         n_changed = change.count(True)
         if n_changed:
             self.state = state = [st != ch for st, ch in zip(state, change)]
