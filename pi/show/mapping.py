@@ -370,15 +370,24 @@ class ShowMapper:
         """A block of frames (or a whole song) through :meth:`step`: the states
         ``[shape=(n_frames, n_channels)]`` bool, and each frame's dimmer levels (same shape,
         float)."""
-        # The per-frame signals for the whole block in a few vectorised calls; only the
-        # decisions below go frame by frame, on Python floats.
-        level, bands = self.frame_signals(frames_db)
-        flux = self.block_flux(bands)
-        acts = np.asarray(activations, np.float64).tolist()
-        states, levels = [], []
-        for a, lv, fx, t in zip(acts, level.tolist(), flux, np.asarray(times_s).tolist()):
-            states.append(self._step(a, lv, fx, t))
-            levels.append(self._levels)
+        states, levels = self.run_rows(activations, frames_db, np.asarray(times_s).tolist())
         k = np.shape(activations)
         return (np.array(states, bool).reshape(k),
                 np.array(levels, np.float64).reshape(k))
+
+    def run_rows(self, activations: np.ndarray, frames_db: np.ndarray,
+                 times: list[float]) -> tuple[list[list[bool]], list[list[float]]]:
+        """:meth:`run` as Python lists, a row per frame: the states and the levels."""
+        # The per-frame signals for the whole block in a few vectorised calls; only the
+        # decisions below go frame by frame, on Python floats (float32 activations become
+        # the same float64 values as through np.float64).
+        level, bands = self.frame_signals(frames_db)
+        flux = self.block_flux(bands)
+        acts = np.asarray(activations)
+        acts = (acts if acts.dtype in (np.float32, np.float64) else
+                acts.astype(np.float64)).tolist()
+        states, levels = [], []
+        for a, lv, fx, t in zip(acts, level.tolist(), flux, times):
+            states.append(self._step(a, lv, fx, t))
+            levels.append(self._levels)
+        return states, levels

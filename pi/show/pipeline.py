@@ -55,10 +55,15 @@ class Show:
         """``[shape=(k, 513)]`` frames at ``times_s`` -> :class:`ShowFrames`: the states, the
         activations and the dimmer levels, each ``[shape=(k, n_channels)]``."""
         acts = self.activations(frames_db)
-        states, levels = self.mapper.run(acts, frames_db, times_s=times_s)
+        # Rows of Python lists from the mapper through the guard, made arrays once: a block
+        # is one or two frames, where each conversion costs more than the work.
+        times = np.asarray(times_s, float).tolist()
+        states, levels = self.mapper.run_rows(acts, frames_db, times)
         if self.guard:
-            states, levels = self.guard.apply(states, times_s, levels)
-        return ShowFrames(states, acts, levels)
+            states, levels = self.guard.apply_rows(states, times, levels)
+        shape = np.shape(acts)
+        return ShowFrames(np.array(states, bool).reshape(shape), acts,
+                          np.array(levels, np.float64).reshape(shape))
 
     def plan(self, frames_db: np.ndarray, times_s: np.ndarray, *,
              params: LookaheadParams = DEFAULT_LOOKAHEAD) -> ShowFrames:
