@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import sys
 import threading
 import time
@@ -125,7 +126,8 @@ class Output:
         if type(levels) is np.ndarray and levels.dtype == np.float64 \
                 and levels.shape == (self.n_channels,):
             values = levels.tolist()
-            if all(0.0 <= x <= 1.0 for x in values):  # NaN fails the comparison
+            # In range, and no NaN (which min and max may pass over, but not the sum).
+            if 0.0 <= min(values) and max(values) <= 1.0 and not math.isnan(sum(values)):
                 return tuple(values)
         elif type(levels) is tuple and len(levels) == self.n_channels \
                 and all(type(x) is float and 0.0 <= x <= 1.0 for x in levels):

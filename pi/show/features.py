@@ -300,4 +300,6 @@ def fit_normalisation(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalise(frames: np.ndarray, *, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    return ((frames - mean) / std).astype(np.float32, copy=False)
+    z = np.subtract(frames, mean)
+    np.divide(z, std, out=z)  # (frames - mean) / std, without a second array
+    return z if z.dtype == np.float32 else z.astype(np.float32)

@@ -228,7 +228,8 @@ class ShowMapper:
             return []
         prev = self.prev_bands
         rise = np.empty_like(bands)
-        np.subtract(bands[1:], bands[:-1], out=rise[1:])
+        if len(bands) > 1:
+            np.subtract(bands[1:], bands[:-1], out=rise[1:])
         if prev is not None:
             np.subtract(bands[0], prev, out=rise[0])
         else:  # no frame before the first: its flux is None, not a sum of uninitialised memory
