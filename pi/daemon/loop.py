@@ -33,7 +33,6 @@ from pi.config.load import Config
 from pi.show.features import StreamingFeatures
 from pi.outputs.base import Output
 from pi.show.plans import PlanCache, Planner, default_cache_dir, show_key
-from pi.audio.sacn_receiver import LOST, ON_LEVEL
 from pi.audio.sources import END, Backoff, DeviceError, PlaylistError, Source
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,9 @@ class Daemon:
         if (self.show is not None and config.show.look_ahead
                 and config.audio.source in ("playlist", "file")):
             # Its own show: the planner thread must share no buffers with this loop's.
-            planned = show_from_config(config)
+            # The same bundle, loaded once (it is read-only): start-up is the time to the
+            # first lamp.
+            planned = show_from_config(config, bundle=getattr(self.show, "bundle", None))
             self.planner = Planner(planned, cache=PlanCache(
                 default_cache_dir(), show_digest=show_key(planned)))
         self.frames = 0
@@ -303,6 +304,8 @@ class Daemon:
 
     def _follow(self) -> bool:
         """Levels from the network to lamps until a stop is requested (always False)."""
+        from pi.audio.sacn_receiver import LOST, ON_LEVEL  # the sacn source's, made already
+
         t0 = time.monotonic()
         while not self.stop.is_set():
             self._heart.beat(self.source)

@@ -17,11 +17,11 @@ import numpy as np
 
 from pi.audio.decode import iter_song_blocks, prefetched, song_info
 from pi.files import atomic_write
+from pi.offline import STEP_MS  # noqa: F401 - FPP's and xLights' frame times, also from here
 from pi.show.features import StreamingFeatures, frame_times, n_frames_for
 from pi.show.lookahead import onset_strength
 from pi.show.pipeline import Show
 
-STEP_MS = (25, 50)  # FPP's and xLights' usual frame times
 _EPS_S = 1e-9       # "at or before" in float seconds: far below any frame spacing
 
 
