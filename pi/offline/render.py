@@ -47,7 +47,9 @@ def render_song(path: str | Path, show: Show, *, keep_audio: bool = False,
     (for metrics); otherwise no more than one block of audio is held (by the causal show;
     ``lookahead`` plans the whole song, as playlist mode plays it: pi/show/lookahead.py)."""
     params = show.feature_params
-    blocks = iter_song_blocks(path, sample_rate=params.sample_rate)
+    # Decoded in a thread of its own, ahead of the spectra's (render_blocks): libsndfile and
+    # soxr release the GIL, so decoding, the spectra and the encoder share the cores.
+    blocks = prefetched(iter_song_blocks(path, sample_rate=params.sample_rate))
     rows = None
     if lookahead:  # the planner's inputs are allocated once, for this many frames
         rate_in, _, seconds = song_info(path)

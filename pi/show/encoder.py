@@ -34,6 +34,10 @@ def _silu(x: np.ndarray) -> np.ndarray:
 
 
 def _dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    if len(x) == 1 and x.dtype == kernel.dtype:  # the same vector-matrix product, fewer calls
+        y = np.matmul(x[0], kernel)
+        y += bias
+        return y[None]
     if len(x) <= ROW_BY_ROW_MAX:
         dtype = kernel.dtype if x.dtype == kernel.dtype else np.result_type(x, kernel)
         y = np.empty((len(x), kernel.shape[1]), dtype)

@@ -211,7 +211,7 @@ class ShowMapper:
         ``[shape=(k, 128)]``: row by row, the same numbers whatever the block size."""
         # 10 ** (frames_db / 10) in float32, in place; add.reduce is np.sum without its
         # Python wrapper (this runs once per 20 ms block).
-        power = np.divide(np.asarray(frames_db, np.float32), 10.0)
+        power = np.divide(frames_db, 10.0, dtype=np.float32)  # float32 in, then divided
         np.power(10.0, power, out=power)
         level = 10.0 * np.log10(np.add.reduce(power, axis=-1) + 1e-12) + self._rms_offset_db
         bands = self._mel(power)

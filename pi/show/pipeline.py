@@ -61,9 +61,9 @@ class Show:
         states, levels = self.mapper.run_rows(acts, frames_db, times)
         if self.guard:
             states, levels = self.guard.apply_rows(states, times, levels)
-        shape = np.shape(acts)
-        return ShowFrames(np.array(states, bool).reshape(shape), acts,
-                          np.array(levels, np.float64).reshape(shape))
+        if not states:  # np.array([]) would have the wrong shape
+            return ShowFrames(np.zeros(acts.shape, bool), acts, np.zeros(acts.shape))
+        return ShowFrames(np.array(states, bool), acts, np.array(levels, np.float64))
 
     def plan(self, frames_db: np.ndarray, times_s: np.ndarray, *,
              params: LookaheadParams = DEFAULT_LOOKAHEAD) -> ShowFrames:
