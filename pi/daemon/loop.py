@@ -249,18 +249,21 @@ class Daemon:
                 first = features.frames_emitted - count
                 # Frame i ends at sample i * hop + n_fft: pi.show.features.frame_times, in
                 # samples.
-                ends = np.arange(first, first + count) * params.hop + params.n_fft
-                times = t_base + ends / params.sample_rate
+                # As Python numbers: a block has one or two frames, and int / int is the
+                # float64 quotient numpy would give (exact integers below 2**53).
+                ends = [i * params.hop + params.n_fft for i in range(first, first + count)]
+                times = [t_base + end / params.sample_rate for end in ends]
                 if plan is None:
                     shown = self.show.process(frames, times)
                     states, levels = shown.states, shown.levels
                 else:
-                    states, levels = self._planned(plan, ends - playing[1], times)
-                pending.extend(zip(ends.tolist(), times.tolist(), states, levels))
+                    states, levels = self._planned(plan, np.array(ends) - playing[1],
+                                                   np.array(times))
+                pending.extend(zip(ends, times, states, levels))
                 self.frames += count
                 # After a lost device the show time jumps on by a second: it never runs
                 # backwards, so hold times stay honest across the gap.
-                self._t_next = float(times[-1]) + 1.0
+                self._t_next = times[-1] + 1.0
         return False
 
     def _plan_for(self, song: Path):

@@ -49,6 +49,11 @@ def _dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return y
 
 
+def _biased(y: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    y += bias  # in place: y + bias without a second array
+    return y
+
+
 def _windows(x: np.ndarray, width: int, stride: int) -> np.ndarray:
     """Keras 'valid' Conv1D windows, channels last: ``[shape=(n, length, channels)]`` ->
     ``[shape=(n, n_windows, width * channels)]``, each window flattened as (width, channels)
@@ -140,10 +145,10 @@ class NumpyEncoder:
             if kind == "reshape":
                 x = x.reshape((n,) + shape)
             elif kind == "dense":
-                x = act(_dense(x, kernel, bias) if x.ndim == 2 else x @ kernel + bias)
+                x = act(_dense(x, kernel, bias) if x.ndim == 2 else _biased(x @ kernel, bias))
             else:
                 stride, width = shape
-                x = act(_windows(x, width, stride) @ kernel + bias)
+                x = act(_biased(_windows(x, width, stride) @ kernel, bias))
         return x
 
 

@@ -51,13 +51,14 @@ class Show:
     def activations(self, frames_db: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def process(self, frames_db: np.ndarray, times_s: np.ndarray) -> ShowFrames:
-        """``[shape=(k, 513)]`` frames at ``times_s`` -> :class:`ShowFrames`: the states, the
-        activations and the dimmer levels, each ``[shape=(k, n_channels)]``."""
+    def process(self, frames_db: np.ndarray, times_s: np.ndarray | list[float]) -> ShowFrames:
+        """``[shape=(k, 513)]`` frames at ``times_s`` (an array, or a list of floats) ->
+        :class:`ShowFrames`: the states, the activations and the dimmer levels, each
+        ``[shape=(k, n_channels)]``."""
         acts = self.activations(frames_db)
         # Rows of Python lists from the mapper through the guard, made arrays once: a block
         # is one or two frames, where each conversion costs more than the work.
-        times = np.asarray(times_s, float).tolist()
+        times = times_s if type(times_s) is list else np.asarray(times_s, float).tolist()
         states, levels = self.mapper.run_rows(acts, frames_db, times)
         if self.guard:
             states, levels = self.guard.apply_rows(states, times, levels)
