@@ -27,6 +27,8 @@ from pi.daemon import stopping
 from pi.errors import LightshowError
 
 _OPEN: list["Output"] = []  # opened and not yet closed, oldest first
+# numpy's dtypes of native bools and floats are singletons: `is` is the cheapest test.
+_BOOL, _FLOAT64 = np.dtype(bool), np.dtype(np.float64)
 
 
 class OutputError(LightshowError):
@@ -105,7 +107,7 @@ class Output:
     def _coerce(self, states: Sequence[bool] | np.ndarray) -> tuple[bool, ...]:
         # The show's own forms first (a row of a bool array; the tuple a MultiOutput passes
         # on): they arrive every frame, and the checks below cost more than the output.
-        if type(states) is np.ndarray and states.dtype == np.bool_ \
+        if type(states) is np.ndarray and states.dtype is _BOOL \
                 and states.shape == (self.n_channels,):
             return tuple(states.tolist())
         if type(states) is tuple and len(states) == self.n_channels \
@@ -123,7 +125,7 @@ class Output:
         return tuple(a.tolist()) if a.dtype == bool else tuple(bool(x) for x in a.tolist())
 
     def _coerce_levels(self, levels: Sequence[float] | np.ndarray) -> tuple[float, ...]:
-        if type(levels) is np.ndarray and levels.dtype == np.float64 \
+        if type(levels) is np.ndarray and levels.dtype is _FLOAT64 \
                 and levels.shape == (self.n_channels,):
             values = levels.tolist()
             # In range, and no NaN (which min and max may pass over, but not the sum).
