@@ -15,7 +15,6 @@ from pi.config.load import Config, relay_limits, sacn_addresses
 from pi.outputs.base import ChannelSubset, MockOutput, MultiOutput, Output, OutputError
 from pi.audio.playlist import Playlist
 from pi.show.relay_rules import ChannelOverrides
-from pi.audio.sacn_receiver import SACNSource
 from pi.show.pipeline import Show, make_show
 from pi.audio.sources import FileSource, Source
 
@@ -27,9 +26,11 @@ def _overrides(show) -> ChannelOverrides:
                                         always_off=show.always_off)
 
 
-def show_from_config(config: Config) -> Show:
+def show_from_config(config: Config, *, bundle=None) -> Show:
+    """The configured show; ``bundle``: its model already loaded (pi.show.bundle.Bundle,
+    read-only arrays, so shows in different threads may share it), else loaded here."""
     s = config.show
-    return make_show(model=config.model.path or None, mapper=config.model.mapper,
+    return make_show(model=bundle or config.model.path or None, mapper=config.model.mapper,
                      n_channels=s.channels, overrides=_overrides(s), hold_s=s.hold_ms / 1000,
                      silence_db=s.silence_db, max_toggles_per_s=relay_limits(config)[0])
 
@@ -38,6 +39,10 @@ def make_source(config: Config, *, rate: int, realtime: bool = False,
                 stop: threading.Event | None = None) -> Source:
     a = config.audio
     if a.source == "sacn":
+        # Imported here: sockets and the E1.31 receiver are for this source alone, and
+        # every other start-up (time to the first lamp) does without them.
+        from pi.audio.sacn_receiver import SACNSource
+
         r, s = config.sacn_source, config.show
         return SACNSource(universe=r.universe, addresses=sacn_addresses(config), port=r.port,
                           interface=r.interface, multicast=r.multicast, timeout_s=r.timeout_s,

@@ -7,6 +7,7 @@ fast: the receiver takes only states the sender had, in the sender's order and a
 had them (CLOCK_MONOTONIC, which all processes share). The lags are printed as figures."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import soundfile as sf
 
-from pi.outputs.base import MockOutput
 from training.corpus.synth import synth_song
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,9 +40,9 @@ def free_port() -> int:
 def records(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    text = path.read_text()
-    return MockOutput.read(path) if text.endswith("\n") else \
-        MockOutput.read(path)[:-1]  # the writer is between write and flush
+    # One read, parsed here: reading the file again (MockOutput.read) could meet a line the
+    # writer is half-way through. The piece after the last newline is that line, or "".
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line]
 
 
 def wait_for(what: str, cond, timeout: float, proc=None):

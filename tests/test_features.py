@@ -5,8 +5,8 @@ from hypothesis import given, settings, strategies as st
 
 from pi.audio.decode import read_song
 from pi.show.features import (DEFAULT_PARAMS, N_BINS, StreamingFeatures, fit_normalisation,
-                         frame_times, n_frames_for, normalise, resample, song_features,
-                         to_mono)
+                         frame_times, hann_window, n_frames_for, normalise, resample,
+                         song_features, spectra_db, to_mono)
 
 SR = DEFAULT_PARAMS.sample_rate
 
@@ -60,6 +60,27 @@ def test_non_finite_input_gives_clear_error(bad):
     x[100] = bad
     with pytest.raises(ValueError, match=r"expected finite samples, found .* at sample 100"):
         song_features(x)
+
+
+@pytest.mark.parametrize("shape", [(0, 1024), (1, 1024), (2, 1024), (7, 1024), (1024,)])
+def test_spectra_are_numpys_rfft_bit_for_bit(shape):
+    """spectra_db calls numpy 2's transform without np.fft.rfft's wrapper: the same dB."""
+    x = np.random.default_rng(len(shape)).normal(size=shape).astype(np.float32)
+    window = hann_window(1024)
+    mag = np.abs(np.fft.rfft(x * window, axis=-1)) * (2.0 / window.sum())
+    expected = (20.0 * np.log10(np.maximum(mag, 10.0 ** (DEFAULT_PARAMS.db_floor / 20.0)))
+                ).astype(np.float32)
+    assert np.array_equal(spectra_db(x), expected)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_streamed_float32_block_with_a_non_finite_sample_is_refused(bad):
+    block = _noisy_tone(0.05)
+    block[7] = bad
+    with pytest.raises(ValueError, match=r"expected finite samples, found .* at sample 7"):
+        StreamingFeatures().push(block)
+    big = np.full(10, 3e38, np.float32)  # finite samples whose float32 sum would overflow
+    assert to_mono(big) is big
 
 
 def test_too_short_gives_no_frames():

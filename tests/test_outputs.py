@@ -93,6 +93,28 @@ def test_set_checks_shape_and_values():
         out.set(ON, t=0.2)
 
 
+@pytest.mark.parametrize("bad", [np.nan, 1.5, -0.1, np.inf])
+def test_levels_out_of_range_or_nan_are_refused_in_every_form(bad):
+    """The per-frame forms (a float64 row, a tuple of floats) skip numpy's checks, not the
+    range check: NaN anywhere in the row, not only first, is refused too."""
+    for c in (0, 5):
+        row = np.full(8, 0.5)
+        row[c] = bad
+        with MockOutput(8) as out:
+            for levels in (row, tuple(row.tolist()), row.tolist()):
+                with pytest.raises(OutputError, match="expected 8 levels from 0 to 1"):
+                    out.set(np.ones(8, bool), t=0.0, levels=levels)
+            assert out.records[-1][2] == (False,) * 8  # nothing was set: all off from open
+
+
+def test_a_tuple_of_states_must_be_booleans():
+    with MockOutput(4) as out:
+        out.set((True, False, True, False), t=0.0, levels=(0.5, 0.0, 1.0, 0.0))
+        assert out.records[-1][2] == (True, False, True, False)
+        with pytest.raises(OutputError, match=r"expected booleans \(or 0/1\), found 2"):
+            out.set((True, 2, False, False), t=0.1)
+
+
 # --- terminal --------------------------------------------------------------------------------
 
 class _Clock:

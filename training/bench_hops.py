@@ -52,11 +52,11 @@ def causal_pipeline_us(model: Path, song: np.ndarray, *, block_ms: int) -> float
         mock.open()
         for block in blocks:
             frames = stream.push(block)
-            if len(frames):
-                times = (np.arange(n, n + len(frames)) * params.hop + params.n_fft) \
-                    / params.sample_rate
+            if len(frames):  # the frames' times as the daemon works them out
+                times = [(i * params.hop + params.n_fft) / params.sample_rate
+                         for i in range(n, n + len(frames))]
                 shown = show.process(frames, times)
-                for s, lv, t in zip(shown.states, shown.levels, times.tolist()):
+                for s, lv, t in zip(shown.states, shown.levels, times):
                     mock.set(s, t=t, levels=lv)
                 n += len(frames)
         return n

@@ -29,7 +29,7 @@ def add_render_command(sub, common) -> None:
                     "and the onsets")
     rd.add_argument("--fseq-dir", type=Path, help="write one SONG_NAME.fseq per song here "
                     "(SONG may be a folder or a playlist)")
-    from pi.offline.render import STEP_MS
+    from pi.offline import STEP_MS  # not pi.offline.render: `run` starts without it
 
     rd.add_argument("--step-ms", type=int, choices=STEP_MS, default=STEP_MS[0],
                     help="FPP frame time in ms (default %(default)s)")

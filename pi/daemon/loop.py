@@ -33,7 +33,6 @@ from pi.config.load import Config
 from pi.show.features import StreamingFeatures
 from pi.outputs.base import Output
 from pi.show.plans import PlanCache, Planner, default_cache_dir, show_key
-from pi.audio.sacn_receiver import LOST, ON_LEVEL
 from pi.audio.sources import END, Backoff, DeviceError, PlaylistError, Source
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,9 @@ class Daemon:
         if (self.show is not None and config.show.look_ahead
                 and config.audio.source in ("playlist", "file")):
             # Its own show: the planner thread must share no buffers with this loop's.
-            planned = show_from_config(config)
+            # The same bundle, loaded once (it is read-only): start-up is the time to the
+            # first lamp.
+            planned = show_from_config(config, bundle=getattr(self.show, "bundle", None))
             self.planner = Planner(planned, cache=PlanCache(
                 default_cache_dir(), show_digest=show_key(planned)))
         self.frames = 0
@@ -248,18 +249,21 @@ class Daemon:
                 first = features.frames_emitted - count
                 # Frame i ends at sample i * hop + n_fft: pi.show.features.frame_times, in
                 # samples.
-                ends = np.arange(first, first + count) * params.hop + params.n_fft
-                times = t_base + ends / params.sample_rate
+                # As Python numbers: a block has one or two frames, and int / int is the
+                # float64 quotient numpy would give (exact integers below 2**53).
+                ends = [i * params.hop + params.n_fft for i in range(first, first + count)]
+                times = [t_base + end / params.sample_rate for end in ends]
                 if plan is None:
                     shown = self.show.process(frames, times)
                     states, levels = shown.states, shown.levels
                 else:
-                    states, levels = self._planned(plan, ends - playing[1], times)
-                pending.extend(zip(ends.tolist(), times.tolist(), states, levels))
+                    states, levels = self._planned(plan, np.array(ends) - playing[1],
+                                                   np.array(times))
+                pending.extend(zip(ends, times, states, levels))
                 self.frames += count
                 # After a lost device the show time jumps on by a second: it never runs
                 # backwards, so hold times stay honest across the gap.
-                self._t_next = float(times[-1]) + 1.0
+                self._t_next = times[-1] + 1.0
         return False
 
     def _plan_for(self, song: Path):
@@ -303,6 +307,8 @@ class Daemon:
 
     def _follow(self) -> bool:
         """Levels from the network to lamps until a stop is requested (always False)."""
+        from pi.audio.sacn_receiver import LOST, ON_LEVEL  # the sacn source's, made already
+
         t0 = time.monotonic()
         while not self.stop.is_set():
             self._heart.beat(self.source)

@@ -17,12 +17,12 @@ import numpy as np
 
 from pi.audio.decode import iter_song_blocks, prefetched, song_info
 from pi.files import atomic_write
+from pi.offline import STEP_MS  # noqa: F401 - FPP's and xLights' frame times, also from here
 from pi.show.features import StreamingFeatures, frame_times, n_frames_for
 from pi.show.lookahead import onset_strength
 from pi.show.pipeline import Show
 from pi.show.stem_accents import song_band_signals
 
-STEP_MS = (25, 50)  # FPP's and xLights' usual frame times
 _EPS_S = 1e-9       # "at or before" in float seconds: far below any frame spacing
 
 
@@ -48,7 +48,9 @@ def render_song(path: str | Path, show: Show, *, keep_audio: bool = False,
     (for metrics); otherwise no more than one block of audio is held (by the causal show;
     ``lookahead`` plans the whole song, as playlist mode plays it: pi/show/lookahead.py)."""
     params = show.feature_params
-    blocks = iter_song_blocks(path, sample_rate=params.sample_rate)
+    # Decoded in a thread of its own, ahead of the spectra's (render_blocks): libsndfile and
+    # soxr release the GIL, so decoding, the spectra and the encoder share the cores.
+    blocks = prefetched(iter_song_blocks(path, sample_rate=params.sample_rate))
     rows = None
     if lookahead:  # the planner's inputs are allocated once, for this many frames
         rate_in, _, seconds = song_info(path)
@@ -165,20 +167,20 @@ class _PlanInputs:
 def write_csv(timeline: Timeline, out: str | Path) -> None:
     """``time_s,ch1..chN,act1..actN``; one row per frame."""
     n = timeline.states.shape[1]
-    # A row as csv.writer writes it (numbers need no quoting; its "\r\n" line ends), formatted
-    # in one call: a writerow per row cost a quarter of a render.
-    line = ",".join(["{:.6f}"] + ["{:d}"] * n + ["{:.5f}"] * n) + "\r\n"
+    # A row's states as one string looked up by their bits (a song has few distinct ones):
+    # formatting them one by one cost a third of the writing.
+    line = "{:.6f},{}," + ",".join(["{:.5f}"] * n) + "\r\n"
+    bits, states_text = 1 << np.arange(n, dtype=np.int64), {}
     with atomic_write(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["time_s"] + [f"ch{i + 1}" for i in range(n)] + [f"act{i + 1}" for i in range(n)])
-        # Python numbers, converted a chunk at a time: formatting numpy scalars one by one
-        # costs more than the rest of a render, and a whole song's worth of Python floats
-        # would cost memory. Same text: a numpy float formats as its Python float.
         for i in range(0, len(timeline.times_s), 1024):
             rows = slice(i, i + 1024)
-            f.write("".join([line.format(t, *s, *a) for t, s, a in zip(
-                timeline.times_s[rows].tolist(), timeline.states[rows].astype(int).tolist(),
-                timeline.activations[rows].tolist())]))
+            codes = (timeline.states[rows].astype(np.int64) @ bits).tolist()
+            for code in set(codes).difference(states_text):
+                states_text[code] = ",".join("1" if code >> c & 1 else "0" for c in range(n))
+            f.write("".join([line.format(t, states_text[code], *a) for t, code, a in zip(
+                timeline.times_s[rows].tolist(), codes, timeline.activations[rows].tolist())]))
 
 
 def n_steps(duration_s: float, *, step_ms: int) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import sys
 import threading
 import time
@@ -26,6 +27,8 @@ from pi.daemon import stopping
 from pi.errors import LightshowError
 
 _OPEN: list["Output"] = []  # opened and not yet closed, oldest first
+# numpy's dtypes of native bools and floats are singletons: `is` is the cheapest test.
+_BOOL, _FLOAT64 = np.dtype(bool), np.dtype(np.float64)
 
 
 class OutputError(LightshowError):
@@ -102,6 +105,14 @@ class Output:
         self.close()
 
     def _coerce(self, states: Sequence[bool] | np.ndarray) -> tuple[bool, ...]:
+        # The show's own forms first (a row of a bool array; the tuple a MultiOutput passes
+        # on): they arrive every frame, and the checks below cost more than the output.
+        if type(states) is np.ndarray and states.dtype is _BOOL \
+                and states.shape == (self.n_channels,):
+            return tuple(states.tolist())
+        if type(states) is tuple and len(states) == self.n_channels \
+                and all(type(x) is bool for x in states):
+            return states
         a = np.asarray(states)
         if a.shape != (self.n_channels,):
             raise OutputError(f"{self.name}: expected {self.n_channels} channel states, "
@@ -114,6 +125,15 @@ class Output:
         return tuple(a.tolist()) if a.dtype == bool else tuple(bool(x) for x in a.tolist())
 
     def _coerce_levels(self, levels: Sequence[float] | np.ndarray) -> tuple[float, ...]:
+        if type(levels) is np.ndarray and levels.dtype is _FLOAT64 \
+                and levels.shape == (self.n_channels,):
+            values = levels.tolist()
+            # In range, and no NaN (which min and max may pass over, but not the sum).
+            if 0.0 <= min(values) and max(values) <= 1.0 and not math.isnan(sum(values)):
+                return tuple(values)
+        elif type(levels) is tuple and len(levels) == self.n_channels \
+                and all(type(x) is float and 0.0 <= x <= 1.0 for x in levels):
+            return levels
         a = np.asarray(levels, dtype=float)
         values = a.tolist()
         # Checked on the Python floats: a lamp's levels arrive every frame, and for a few

@@ -34,6 +34,10 @@ def _silu(x: np.ndarray) -> np.ndarray:
 
 
 def _dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    if len(x) == 1 and x.dtype == kernel.dtype:  # the same vector-matrix product, fewer calls
+        y = np.matmul(x[0], kernel)
+        y += bias
+        return y[None]
     if len(x) <= ROW_BY_ROW_MAX:
         dtype = kernel.dtype if x.dtype == kernel.dtype else np.result_type(x, kernel)
         y = np.empty((len(x), kernel.shape[1]), dtype)
@@ -42,6 +46,11 @@ def _dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
     else:
         y = x @ kernel
     y += bias
+    return y
+
+
+def _biased(y: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    y += bias  # in place: y + bias without a second array
     return y
 
 
@@ -136,10 +145,10 @@ class NumpyEncoder:
             if kind == "reshape":
                 x = x.reshape((n,) + shape)
             elif kind == "dense":
-                x = act(_dense(x, kernel, bias) if x.ndim == 2 else x @ kernel + bias)
+                x = act(_dense(x, kernel, bias) if x.ndim == 2 else _biased(x @ kernel, bias))
             else:
                 stride, width = shape
-                x = act(_windows(x, width, stride) @ kernel + bias)
+                x = act(_biased(_windows(x, width, stride) @ kernel, bias))
         return x
 
 

@@ -7,10 +7,16 @@ streaming path causal and identical to the batch path.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
+
+try:  # numpy >= 2: np.fft.rfft's own transform, without the wrapper (see _rfft)
+    from numpy.fft._pocketfft_umath import rfft_n_even as _RFFT_EVEN
+except (ImportError, AttributeError):  # numpy 1.x: np.fft.rfft
+    _RFFT_EVEN = None
 
 SAMPLE_RATE = 44100
 N_FFT = 1024
@@ -114,6 +120,12 @@ def mel_basis(*, sr: int = SAMPLE_RATE, n_fft: int = N_FFT,
 
 def to_mono(samples: np.ndarray, *, name: str = "audio") -> np.ndarray:
     """Mix ``[shape=(n,) or (n, channels)]`` to mono float32 ``[shape=(n,)]``; rejects NaN/inf."""
+    if type(samples) is np.ndarray and samples.dtype == np.float32 and samples.ndim == 1:
+        # The streaming path's usual block: only the finiteness check, as one reduction.
+        # A float64 sum of float32 samples cannot overflow, so it is finite exactly when
+        # every sample is (NaN and inf propagate); otherwise the check below names one.
+        if math.isfinite(np.add.reduce(samples, dtype=np.float64)):
+            return samples
     x = np.asarray(samples)
     if x.ndim == 2 and x.shape[1] == 2 and x.dtype in (np.float32, np.float64):
         # Stereo: what x.mean(axis=1) computes (the two channels summed in their own
@@ -167,12 +179,25 @@ def spectra_db(frames: np.ndarray, *, params: FeatureParams = DEFAULT_PARAMS) ->
     window, scale, floor = _spectrum_constants(params.n_fft, params.db_floor)
     # float32 frames times the float64 window: the same float64 products as converting
     # first, without the copy. In place from the rfft on: a hop is mostly call overhead.
-    mag = np.abs(np.fft.rfft(frames * window, axis=-1))
+    mag = np.abs(_rfft(frames * window))
     mag *= scale
     np.maximum(mag, floor, out=mag)
     np.log10(mag, out=mag)
-    mag *= 20.0
-    return mag.astype(np.float32)
+    # The float64 product rounded into float32 output: (mag * 20).astype(float32).
+    db = np.empty(mag.shape, np.float32)
+    np.multiply(mag, 20.0, out=db, casting="same_kind")
+    return db
+
+
+def _rfft(x: np.ndarray) -> np.ndarray:
+    """``np.fft.rfft(x, axis=-1)`` of float64 frames ``[shape=(n, n_fft)]``, n_fft even.
+    numpy 2's rfft is a thin wrapper (checks, a normalisation factor of 1, the output
+    array) round the transform; for one or two frames a hop the wrapper cost as much as the
+    transform itself, so the transform is called directly (same pocketfft, same numbers:
+    tests/test_features.py checks it)."""
+    if _RFFT_EVEN is None or x.shape[-1] % 2:
+        return np.fft.rfft(x, axis=-1)
+    return _RFFT_EVEN(x, 1, out=np.empty(x.shape[:-1] + (x.shape[-1] // 2 + 1,), np.complex128))
 
 
 @lru_cache(maxsize=4)
@@ -201,7 +226,8 @@ def _frames_db(x: np.ndarray, *, params: FeatureParams) -> np.ndarray:
     n = n_frames_for(len(x), params=params)
     if n == 0:
         return np.zeros((0, params.n_bins), np.float32)
-    x = np.ascontiguousarray(x)
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
     # Frame i is x[i * hop : i * hop + n_fft], as a strided view (sliding_window_view
     # costs more than the FFT of one frame).
     frames = np.ndarray((n, params.n_fft), x.dtype, x, 0, (params.hop * x.itemsize, x.itemsize))
@@ -274,4 +300,6 @@ def fit_normalisation(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalise(frames: np.ndarray, *, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    return ((frames - mean) / std).astype(np.float32, copy=False)
+    z = np.subtract(frames, mean)
+    np.divide(z, std, out=z)  # (frames - mean) / std, without a second array
+    return z if z.dtype == np.float32 else z.astype(np.float32)

@@ -51,14 +51,20 @@ class Show:
     def activations(self, frames_db: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def process(self, frames_db: np.ndarray, times_s: np.ndarray) -> ShowFrames:
-        """``[shape=(k, 513)]`` frames at ``times_s`` -> :class:`ShowFrames`: the states, the
-        activations and the dimmer levels, each ``[shape=(k, n_channels)]``."""
+    def process(self, frames_db: np.ndarray, times_s: np.ndarray | list[float]) -> ShowFrames:
+        """``[shape=(k, 513)]`` frames at ``times_s`` (an array, or a list of floats) ->
+        :class:`ShowFrames`: the states, the activations and the dimmer levels, each
+        ``[shape=(k, n_channels)]``."""
         acts = self.activations(frames_db)
-        states, levels = self.mapper.run(acts, frames_db, times_s=times_s)
+        # Rows of Python lists from the mapper through the guard, made arrays once: a block
+        # is one or two frames, where each conversion costs more than the work.
+        times = times_s if type(times_s) is list else np.asarray(times_s, float).tolist()
+        states, levels = self.mapper.run_rows(acts, frames_db, times)
         if self.guard:
-            states, levels = self.guard.apply(states, times_s, levels)
-        return ShowFrames(states, acts, levels)
+            states, levels = self.guard.apply_rows(states, times, levels)
+        if not states:  # np.array([]) would have the wrong shape
+            return ShowFrames(np.zeros(acts.shape, bool), acts, np.zeros(acts.shape))
+        return ShowFrames(np.array(states, bool), acts, np.array(levels, np.float64))
 
     def plan(self, frames_db: np.ndarray, times_s: np.ndarray, *,
              params: LookaheadParams = DEFAULT_LOOKAHEAD) -> ShowFrames:

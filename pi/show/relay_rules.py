@@ -122,18 +122,28 @@ class ToggleGuard:
         """``[shape=(k, n)]`` wanted states at ``times_s`` -> ``(states, levels)`` to apply.
         ``levels`` (same shape, dimmer levels) come back fixed to match: a channel held on
         keeps the level it came on with, one held off is 0 (None stays None)."""
-        # Row by row on Python lists: a block is one or two frames of 8 channels, where
-        # numpy calls cost more than the work; most rows equal the outputs and end at once.
         wanted = np.asarray(states, bool)
-        levels = None if levels is None else np.array(levels, dtype=float)
-        level_rows = None if levels is None else levels.tolist()
-        times = np.asarray(times_s, float).tolist()
+        rows, level_rows = self.apply_rows(
+            wanted.tolist(), np.asarray(times_s, float).tolist(),
+            None if levels is None else np.asarray(levels, float).tolist())
+        return (np.array(rows, bool).reshape(wanted.shape),
+                None if level_rows is None
+                else np.array(level_rows, float).reshape(wanted.shape))
+
+    def apply_rows(self, wanted: list[list[bool]], times: list[float],
+                   level_rows: list[list[float]] | None = None
+                   ) -> tuple[list[list[bool]], list[list[float]] | None]:
+        """:meth:`apply` on Python lists, row by row (the show logic's own form: a block is
+        one or two frames of 8 channels, where numpy calls cost more than the work). The
+        rows given are not changed; a row of levels that needs fixing is replaced."""
+        # Most rows equal the outputs and end at once.
         cur, on_level, rows = self._out, self._on_level, []
+        fixed = None if level_rows is None else list(level_rows)
         # A channel wanted and shown on keeps its level, row by row. In a run of rows equal
         # to the outputs only the run's last row counts (the outputs do not change in it),
         # so on_level takes it when the run ends (`settled`), not at every row.
         settled = -1
-        for i, row in enumerate(wanted.tolist()):
+        for i, row in enumerate(wanted):
             if row == cur:  # most frames: nothing wants to switch, nothing is held
                 rows.append(cur)
                 settled = i
@@ -158,11 +168,10 @@ class ToggleGuard:
                     self.deferred += 1
             cur = new
             rows.append(cur)
-            if levels is not None and cur != row:
-                for c, (w, o) in enumerate(zip(row, cur)):
-                    if w != o:  # held: on at the level it came on with, or off
-                        levels[i, c] = on_level[c] if o else 0.0
+            if fixed is not None and cur != row:
+                fixed[i] = [(on_level[c] if o else 0.0) if w != o else lv
+                            for c, (w, o, lv) in enumerate(zip(row, cur, level_rows[i]))]
         if level_rows is not None and settled >= 0:
             on_level = [lv if o else ol for o, lv, ol in zip(cur, level_rows[settled], on_level)]
         self._out, self._on_level = cur, on_level
-        return np.array(rows, bool).reshape(wanted.shape), levels
+        return rows, fixed
