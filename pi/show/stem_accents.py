@@ -29,7 +29,7 @@ Pure keyword-only numpy functions over whole songs.
 from __future__ import annotations
 
 import bisect
-import itertools
+import math
 
 import numpy as np
 
@@ -103,18 +103,45 @@ def match_groups(*, activations: np.ndarray, levels: np.ndarray,
     allowed = np.asarray(allowed, bool)
     if np.count_nonzero(allowed) > 1:
         a, b = a[allowed], b[allowed]
-    a = (a - a.mean(axis=0)) / (a.std(axis=0) + 1e-9)
-    b = (b - b.mean(axis=0)) / (b.std(axis=0) + 1e-9)
-    corr = a.T @ b / max(len(a), 1)
+    # Pearson correlations from the products' means (no standardised copies of the song's
+    # columns: memory, the plan's peak).
+    m = max(len(a), 1)
+    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
+    std_a = np.sqrt(np.maximum(np.einsum("ij,ij->j", a, a) / m - mean_a ** 2, 0.0))
+    std_b = np.sqrt(np.maximum(np.einsum("ij,ij->j", b, b) / m - mean_b ** 2, 0.0))
+    corr = (a.T @ b / m - np.outer(mean_a, mean_b)) / np.outer(std_a + 1e-9, std_b + 1e-9)
     if k <= EXACT_MATCH_MAX:
-        perms = np.array(list(itertools.permutations(range(k))), dtype=np.int64)
-        return perms[int(np.argmax(corr[np.arange(k), perms].sum(axis=1)))]
+        return _best_assignment(corr.tolist())
     out = np.full(k, -1)
     c = corr.copy()
     for _ in range(k):
         i, j = np.unravel_index(int(np.argmax(c)), c.shape)
         out[i] = j
         c[i, :], c[:, j] = -np.inf, -np.inf
+    return out
+
+
+def _best_assignment(corr: list[list[float]]) -> np.ndarray:
+    """The one-to-one assignment of rows to columns of a square ``corr`` with the largest
+    sum, exactly, by dynamic programming over the sets of columns taken (2**k sets, k at a
+    time): all k! permutations of 8 channels as arrays cost 12 MB, the peak of a plan."""
+    k = len(corr)
+    best = [-math.inf] * (1 << k)
+    last = [0] * (1 << k)
+    best[0] = 0.0
+    for taken in range(1 << k):
+        row = bin(taken).count("1")  # rows 0..row-1 hold the columns in ``taken``
+        if row == k or best[taken] == -math.inf:
+            continue
+        for j in range(k):
+            if not taken >> j & 1:
+                value = best[taken] + corr[row][j]
+                if value > best[taken | 1 << j]:
+                    best[taken | 1 << j], last[taken | 1 << j] = value, j
+    out, taken = np.zeros(k, np.int64), (1 << k) - 1
+    for row in range(k - 1, -1, -1):
+        out[row] = last[taken]
+        taken &= ~(1 << last[taken])
     return out
 
 
