@@ -167,3 +167,18 @@ def test_a_legato_song_or_an_inf_threshold_plans_without_channel_accents():
                            silence_db=-60,
                            onset_envelope=onset_strength(bands_db=bands))
     np.testing.assert_array_equal(no_bands.states, off.states)
+
+
+def test_the_channel_to_group_match_is_the_best_permutation():
+    """The dynamic programme finds the assignment a search of all k! permutations finds."""
+    import itertools
+
+    from pi.show.stem_accents import _best_assignment
+
+    rng = np.random.default_rng(4)
+    for k in (1, 2, 5, 8):
+        for _ in range(10):
+            corr = rng.normal(size=(k, k))
+            perms = np.array(list(itertools.permutations(range(k))))
+            best = perms[int(np.argmax(corr[np.arange(k), perms].sum(axis=1)))]
+            np.testing.assert_array_equal(_best_assignment(corr.tolist()), best)
