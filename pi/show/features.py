@@ -13,10 +13,22 @@ from functools import lru_cache
 
 import numpy as np
 
-try:  # numpy >= 2: np.fft.rfft's own transform, without the wrapper (see _rfft)
-    from numpy.fft._pocketfft_umath import rfft_n_even as _RFFT_EVEN
-except (ImportError, AttributeError):  # numpy 1.x: np.fft.rfft
-    _RFFT_EVEN = None
+
+def _private_rfft():
+    """numpy 2's transform behind np.fft.rfft (see :func:`_rfft`), if this numpy has it and
+    it gives np.fft.rfft's numbers; else None, and np.fft.rfft is used. A private name can
+    change in any numpy release: checked once here, so such a change costs speed, never
+    the show."""
+    try:
+        from numpy.fft._pocketfft_umath import rfft_n_even
+        x = np.linspace(-1.0, 1.0, 16)[None]
+        out = rfft_n_even(x, 1, out=np.empty((1, 9), np.complex128))
+        return rfft_n_even if np.array_equal(out, np.fft.rfft(x, axis=-1)) else None
+    except Exception:  # ImportError, AttributeError, TypeError: whatever this numpy does
+        return None
+
+
+_RFFT_EVEN = _private_rfft()
 
 SAMPLE_RATE = 44100
 N_FFT = 1024
