@@ -9,7 +9,7 @@ against the whole song:
 1. each channel's activation is smoothed by a *centred* moving average (``smooth_s``): a
    causal average of the same length lags by half of it and blurs the sections;
 2. a channel wants to be on while its smoothed activation is above its median over the
-   song's music (where the silence gate is open), with hysteresis (``hysteresis`` standard
+   song's music (the frames where step 5 lets lamps be on), with hysteresis (``hysteresis`` standard
    deviations either side), so its duty follows the sections;
 3. every on/off edge moves to the nearest onset within ``snap_s``, keeping the edges in
    order (an edge never passes the one before it; two that meet cancel, unless they are a
