@@ -17,9 +17,9 @@ from pi.show.bundle import shipped_bundle
 from pi.daemon.loop import Daemon
 from pi.audio.sources import END
 from pi.show.features import StreamingFeatures, frame_times, song_features
-from pi.show.lookahead import (LookaheadParams, last_music_frame, merge_short_runs,
-                                onset_strength, pick_onsets,
-                          plan_states, snap_edges)
+from pi.show.lookahead import (ONSET_BLOCK, LookaheadParams, last_music_frame,
+                                merge_short_runs, onset_strength, pick_onsets, plan_states,
+                                snap_edges)
 from pi.outputs.base import MockOutput
 from pi.show.relay_rules import WINDOW_S
 from pi.show.plans import PlanCache, Planner, plan_song, show_key
@@ -377,3 +377,35 @@ def test_render_plans_a_long_song_in_blocks_exactly_as_the_whole_song_at_once(tm
     assert len(whole.states) > 3000 and whole.states.any() and not whole.states.all()
     rendered = render_song(path, make_show(), levels=True, lookahead=True)
     np.testing.assert_array_equal(rendered.states, whole.states)
+
+
+def test_onset_strength_over_a_span_is_the_rise_of_the_averaged_power():
+    """span=3: each frame's mel power averaged with the two before it (the 2048 samples the
+    judge frames), then librosa's steps; taken in blocks, the same as over the whole song."""
+    rng = np.random.default_rng(3)
+    bands = rng.normal(-40.0, 15.0, size=(2 * ONSET_BLOCK + 7, 16))
+    power = 10.0 ** (bands / 10.0)
+    total = power.copy()
+    total[1:] += power[:-1]
+    total[2:] += power[:-2]
+    db = 10.0 * np.log10(total / np.minimum(np.arange(1, len(bands) + 1), 3)[:, None])
+    db = np.maximum(db, bands.max() - 80.0)
+    expected = np.concatenate([[0.0], np.maximum(np.diff(db, axis=0), 0.0).mean(axis=1)])
+    np.testing.assert_allclose(onset_strength(bands_db=bands, span=3), expected, rtol=1e-12)
+    assert np.array_equal(onset_strength(bands_db=bands, span=1), onset_strength(bands_db=bands))
+
+
+def test_onset_strength_over_three_frames_follows_the_judges_more_closely(songs):
+    from pi.audio.decode import read_song
+    from pi.offline.metrics import onset_strength as judge_onsets
+
+    y = read_song(songs / "one.wav")
+    _, bands = make_show(mapper="bands").mapper.frame_signals(song_features(y))
+    judge = judge_onsets(y)
+    n = len(judge) - 8
+
+    def best(span):
+        ours = onset_strength(bands_db=bands, span=span)
+        return max(np.corrcoef(ours[:n], judge[s:s + n])[0, 1] for s in range(1, 6))
+
+    assert best(3) > best(1)

@@ -161,11 +161,12 @@ def test_a_legato_song_or_an_inf_threshold_plans_without_channel_accents():
     np.testing.assert_array_equal(
         plan_states(activations=acts, level_db=level, bands_db=bands, dt=DT,
                     silence_db=-60, params=high).states, off.states)
-    # Without mel bands (only their onset strength) there is nothing to follow either.
+    # Without mel bands (only their onset strengths) there is nothing to follow either.
     from pi.show.lookahead import onset_strength
     no_bands = plan_states(activations=acts, level_db=level, bands_db=None, dt=DT,
-                           silence_db=-60,
-                           onset_envelope=onset_strength(bands_db=bands))
+                           silence_db=-60, onset_envelope=onset_strength(bands_db=bands),
+                           accent_envelope=onset_strength(
+                               bands_db=bands, span=DEFAULT_LOOKAHEAD.onset_span_frames))
     np.testing.assert_array_equal(no_bands.states, off.states)
 
 

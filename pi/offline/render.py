@@ -19,7 +19,7 @@ from pi.audio.decode import iter_song_blocks, prefetched, song_info
 from pi.files import atomic_write
 from pi.offline import STEP_MS  # noqa: F401 - FPP's and xLights' frame times, also from here
 from pi.show.features import StreamingFeatures, frame_times, n_frames_for
-from pi.show.lookahead import onset_strength
+from pi.show.lookahead import DEFAULT_LOOKAHEAD, onset_strength
 from pi.show.pipeline import Show
 from pi.show.stem_accents import song_band_signals
 
@@ -94,10 +94,11 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
         show.mapper.onset_log = None
     n = show.n_channels
     if inputs is not None:
-        acts, level, envelope, band_signals = inputs.finish()
+        acts, level, envelopes, band_signals = inputs.finish()
         del inputs
         parts = [show.plan_signals(acts, level, None, frame_times(len(acts), params=params),
-                                   onset_envelope=envelope, band_signals=band_signals)]
+                                   onset_envelope=envelopes[0], accent_envelope=envelopes[1],
+                                   band_signals=band_signals)]
 
     def joined(i, dtype):
         return np.concatenate([p[i] for p in parts]) if parts else np.zeros((0, n), dtype)
@@ -155,13 +156,15 @@ class _PlanInputs:
             column[self.n:end] = values
         self.n = end
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
-        """The activations, levels, the onset strength of the bands and their band-group
-        signals (pi.show.stem_accents.song_band_signals); the bands are freed."""
+    def finish(self) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
+        """The activations, levels, the onset strengths of the bands (of one frame, and over
+        the planner's ``onset_span_frames``) and their band-group signals
+        (pi.show.stem_accents.song_band_signals); the bands are freed."""
         acts, level, bands = (c[:self.n] for c in self._columns)
         self._columns = None
-        return (acts, level, onset_strength(bands_db=bands),
-                song_band_signals(bands_db=bands, k=acts.shape[1]))
+        envelopes = tuple(onset_strength(bands_db=bands, span=span)
+                          for span in (1, DEFAULT_LOOKAHEAD.onset_span_frames))
+        return acts, level, envelopes, song_band_signals(bands_db=bands, k=acts.shape[1])
 
 
 def write_csv(timeline: Timeline, out: str | Path) -> None:

@@ -84,16 +84,18 @@ class Show:
     def plan_signals(self, acts: np.ndarray, level: np.ndarray, bands: np.ndarray | None,
                      times_s: np.ndarray, *, params: LookaheadParams = DEFAULT_LOOKAHEAD,
                      onset_envelope: np.ndarray | None = None,
+                     accent_envelope: np.ndarray | None = None,
                      band_signals: tuple | None = None) -> ShowFrames:
         """:meth:`plan` from a whole song's :meth:`plan_inputs`; ``bands`` may be None when
-        their ``onset_envelope`` (pi.show.lookahead.onset_strength) and ``band_signals``
+        their ``onset_envelope`` and ``accent_envelope`` (pi.show.lookahead.onset_strength,
+        over 1 and ``params.onset_span_frames`` frames) and ``band_signals``
         (pi.show.stem_accents.song_band_signals) are given instead."""
         mapper = self.mapper
         states, levels, self.planned_onsets = plan_states(
             activations=acts, level_db=level, bands_db=bands, dt=mapper.dt,
             silence_db=mapper.params.silence_db,
             min_hold_s=mapper.hold_s, params=params, onset_envelope=onset_envelope,
-            band_signals=band_signals,
+            accent_envelope=accent_envelope, band_signals=band_signals,
             max_per_s=self.guard.max_per_s if self.guard else MECHANICAL_MAX_TOGGLES_PER_S)
         # The overrides index a frame's channels along axis 0: channels-first, all at once.
         states = mapper.overrides.states(states.T).T

@@ -29,7 +29,7 @@ from pi.show.pipeline import ModelShow, Show, ShowFrames
 
 log = logging.getLogger(__name__)
 
-PLAN_FORMAT = 4     # bump when a plan's meaning changes: old files are then misses
+PLAN_FORMAT = 5     # bump when a plan's meaning changes: old files are then misses
 KEEP_PLANS = 512    # the cache keeps this many songs' plans, the most recently used
 SUFFIX = ".plan.npz"
 
