@@ -126,3 +126,22 @@ def test_a_channel_stuck_far_from_its_threshold_catches_up_within_seconds():
     states, _ = ShowMapper(params).run(acts, frames, times_s=times)
     assert states[times > 60.0, 0].mean() > 0.2
     assert states[times > 60.0, 1:].mean() > 0.2  # the others were never stuck
+
+
+def test_the_onset_flux_rises_from_lag_frames_before_in_any_blocks():
+    """Each frame's flux is the mean rectified rise from FLUX_LAG frames before (None for the
+    first FLUX_LAG frames), whether the frames come one by one or in blocks of any size."""
+    from pi.show.mapping import FLUX_LAG
+    from pi.show.pipeline import make_show
+
+    bands = np.random.default_rng(0).normal(-40, 10, size=(50, 128)).astype(np.float32)
+    whole = make_show(mapper="bands").mapper.block_flux(bands)
+    rise = np.maximum(bands[FLUX_LAG:] - bands[:-FLUX_LAG], 0.0).mean(axis=1)
+    assert whole[:FLUX_LAG] == [None] * FLUX_LAG
+    np.testing.assert_allclose(whole[FLUX_LAG:], rise, rtol=1e-6)
+    for sizes in ([1] * 50, [2, 1, 3, 1, 1, 5, 7, 30]):
+        mapper, got, start = make_show(mapper="bands").mapper, [], 0
+        for size in sizes:
+            got += mapper.block_flux(bands[start:start + size])
+            start += size
+        assert got == whole

