@@ -19,9 +19,8 @@ from pi.audio.decode import iter_song_blocks, prefetched, song_info
 from pi.files import atomic_write
 from pi.offline import STEP_MS  # noqa: F401 - FPP's and xLights' frame times, also from here
 from pi.show.features import StreamingFeatures, frame_times, n_frames_for
-from pi.show.lookahead import onset_strength
 from pi.show.pipeline import Show
-from pi.show.stem_accents import song_band_signals
+from pi.show.stem_accents import song_mel_signals
 
 _EPS_S = 1e-9       # "at or before" in float seconds: far below any frame spacing
 
@@ -157,11 +156,10 @@ class _PlanInputs:
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
         """The activations, levels, the onset strength of the bands and their band-group
-        signals (pi.show.stem_accents.song_band_signals); the bands are freed."""
+        signals (pi.show.stem_accents.song_mel_signals); the bands are freed."""
         acts, level, bands = (c[:self.n] for c in self._columns)
         self._columns = None
-        return (acts, level, onset_strength(bands_db=bands),
-                song_band_signals(bands_db=bands, k=acts.shape[1]))
+        return (acts, level) + song_mel_signals(bands_db=bands, k=acts.shape[1])
 
 
 def write_csv(timeline: Timeline, out: str | Path) -> None:

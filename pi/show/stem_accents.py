@@ -43,7 +43,8 @@ EXACT_MATCH_MAX = 8  # channels up to which the one-to-one match is found by try
 
 
 def band_group_signals(*, bands_db: np.ndarray, n_groups: int,
-                       floor_db: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       floor_db: float | None = None,
+                       envelope_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each of ``n_groups`` equal groups of mel bands: its onset function (the mean rectified
     frame-to-frame rise in dB, 0 for the first frame) and its level (mean dB), with cells
     below ``floor_db`` (default: the song's loudest cell minus 80 dB) raised to it.
@@ -51,6 +52,9 @@ def band_group_signals(*, bands_db: np.ndarray, n_groups: int,
     Parameters
     ----------
     bands_db : np.ndarray [shape=(n_frames, n_mels)]  mel power in dB, n_mels >= n_groups
+    envelope_out : np.ndarray [shape=(n_frames,)] float64, optional  filled with the mean
+        rise over all the bands: pi.show.lookahead.onset_strength's numbers, from the same
+        pass over a song's bands (render reads them once)
 
     Returns
     -------
@@ -73,6 +77,8 @@ def band_group_signals(*, bands_db: np.ndarray, n_groups: int,
         rise = np.zeros_like(db)
         rise[1:] = np.maximum(np.diff(db, axis=0), 0.0)
         skip = start - lo
+        if envelope_out is not None:  # row by row as onset_strength's mean: the same numbers
+            envelope_out[start:start + BLOCK] = rise[skip:].mean(axis=1)
         for g in range(n_groups):
             cols = slice(edges[g], edges[g + 1])
             flux[start:start + BLOCK, g] = rise[skip:, cols].mean(axis=1)
@@ -290,6 +296,15 @@ def song_band_signals(*, bands_db: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     onset function and the level of ``k`` equal band groups, each ``[shape=(n, k)]``
     (:func:`band_group_signals`, with the onset strength's floor)."""
     return band_group_signals(bands_db=bands_db, n_groups=k)
+
+
+def song_mel_signals(*, bands_db: np.ndarray, k: int) -> tuple[np.ndarray, tuple]:
+    """pi.show.lookahead.onset_strength of a song's mel bands and their
+    :func:`song_band_signals`, the same numbers from one pass over the bands (a 4-minute
+    song's are 10 MB: each pass converts them to float64 block by block)."""
+    envelope = np.zeros(len(bands_db))
+    signals = band_group_signals(bands_db=bands_db, n_groups=k, envelope_out=envelope)
+    return envelope, signals
 
 
 def plan_own(*, want: np.ndarray, own: np.ndarray, z: np.ndarray, gate: np.ndarray,
