@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # One BLAS thread, set before numpy loads (a user's own setting wins). The show's products
 # are one or two frames at a time, too small to share: a second OpenBLAS thread only adds
@@ -24,10 +25,12 @@ from pathlib import Path
 # the 2-core dev machine under load: a 4-minute render 7.3 s -> 3.9 s.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from pi.config.load import (MAPPERS, OUTPUT_NAMES, SOURCES, Config, ConfigError,  # noqa: E402
-                            load_config)
+from pi.config import MAPPERS, OUTPUT_NAMES, SOURCES  # noqa: E402
 from pi.daemon import stopping  # noqa: E402 - after the BLAS setting above
-from pi.errors import LightshowError  # noqa: E402
+from pi.errors import ConfigError, LightshowError  # noqa: E402
+
+if TYPE_CHECKING:
+    from pi.config.load import Config
 
 log = logging.getLogger("lightshow")
 
@@ -69,6 +72,9 @@ def _plain(value):
 
 def run_config(args: argparse.Namespace) -> Config:
     """The config file (or the defaults for a terminal run) with the options applied."""
+    # Here, not at the top: render and preview read no config (start-up time).
+    from pi.config.load import Config, load_config
+
     d = _plain(load_config(args.config).to_dict())
     if args.config is None:
         d["outputs"]["enabled"] = ["terminal"]

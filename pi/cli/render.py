@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from pi.config.load import MAPPERS
+from pi.config import MAPPERS
 
 log = logging.getLogger("lightshow")
 
