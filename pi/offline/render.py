@@ -75,12 +75,14 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     # nothing is computed twice.
     show.mapper.onset_log = [] if onsets and not lookahead else None
     try:
-        # Decoding and the spectra (and for a plan, each frame's level and mel bands) in a
-        # thread of their own, which numpy and libsndfile let run beside this one for most
-        # of its time: on a second core, while this one works out the show.
-        signals = show.mapper.frame_signals if inputs is not None else None
-        for count, start, frames, levels_bands in prefetched(_spectra(blocks, params, audio,
-                                                                      signals)):
+        # Decoding and the spectra in a thread of their own, which numpy and libsndfile let
+        # run beside this one for most of its time: on a second core, while this one works
+        # out the show. A plan's level and mel bands of each frame in a third: with the
+        # spectra they were the longest stage, and the encoder waited for them.
+        stages = prefetched(_spectra(blocks, params, audio))
+        if inputs is not None:
+            stages = prefetched(_with_signals(stages, show.mapper.frame_signals))
+        for count, start, frames, levels_bands in stages:
             n_samples += count
             if len(frames):
                 if inputs is not None:  # Show.plan_inputs, in two threads
@@ -117,16 +119,21 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     return timeline
 
 
-def _spectra(blocks: Iterable[np.ndarray], params, audio: list | None, signals=None):
-    """``(samples, first frame, frames, signals(frames))`` of each block (None without
-    ``signals``), keeping the block in ``audio`` if given."""
+def _spectra(blocks: Iterable[np.ndarray], params, audio: list | None):
+    """``(samples, first frame, frames, None)`` of each block, keeping the block in
+    ``audio`` if given."""
     stream = StreamingFeatures(params=params)
     for block in blocks:
         if audio is not None:
             audio.append(block)
         start = stream.frames_emitted
-        frames = stream.push(block)
-        yield len(block), start, frames, None if signals is None else signals(frames)
+        yield len(block), start, stream.push(block), None
+
+
+def _with_signals(spectra: Iterable[tuple], signals):
+    """:func:`_spectra`'s tuples with ``signals(frames)`` in place of their None."""
+    for count, start, frames, _ in spectra:
+        yield count, start, frames, signals(frames)
 
 
 class _PlanInputs:
