@@ -73,9 +73,13 @@ def band_group_signals(*, bands_db: np.ndarray, n_groups: int,
     # temporaries would cost tens of MB); the numbers are the same.
     for start in range(0, n, BLOCK):
         lo = max(start - 1, 0)
-        db = np.maximum(np.asarray(bands_db[lo:start + BLOCK], np.float64), floor)
-        rise = np.zeros_like(db)
-        rise[1:] = np.maximum(np.diff(db, axis=0), 0.0)
+        # Two float64 blocks, the steps in place (this runs at render's peak of memory).
+        db = np.array(bands_db[lo:start + BLOCK], np.float64)
+        np.maximum(db, floor, out=db)
+        rise = np.empty_like(db)
+        rise[0] = 0.0
+        np.subtract(db[1:], db[:-1], out=rise[1:])
+        np.maximum(rise[1:], 0.0, out=rise[1:])
         skip = start - lo
         if envelope_out is not None:  # row by row as onset_strength's mean: the same numbers
             envelope_out[start:start + BLOCK] = rise[skip:].mean(axis=1)
