@@ -6,3 +6,8 @@ from __future__ import annotations
 
 class LightshowError(Exception):
     """An expected failure, with a message that says what was expected and what was found."""
+
+
+class ConfigError(LightshowError):
+    """A config that cannot be used; the message names the key and what was expected.
+    (Here, not in pi.config: commands that read no config catch it without loading it.)"""

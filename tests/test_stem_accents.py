@@ -8,10 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pi.show.lookahead import DEFAULT_LOOKAHEAD, plan_states
+from pi.show.lookahead import DEFAULT_LOOKAHEAD, onset_strength, plan_states
 from pi.show.relay_rules import ToggleGuard
-from pi.show.stem_accents import (BLOCK, band_group_signals, channel_peaks, match_groups,
-                                  peakiness, plan_channel_accents)
+from pi.show.stem_accents import (BLOCK, _SwitchBudget, band_group_signals, channel_peaks,
+                                  match_groups, peakiness, plan_channel_accents,
+                                  song_band_signals, song_mel_signals)
 
 DT = 512 / 44100
 HOLD = 10  # frames: 116 ms
@@ -183,3 +184,61 @@ def test_the_channel_to_group_match_is_the_best_permutation():
             perms = np.array(list(itertools.permutations(range(k))))
             best = perms[int(np.argmax(corr[np.arange(k), perms].sum(axis=1)))]
             np.testing.assert_array_equal(_best_assignment(corr.tolist()), best)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, BLOCK, BLOCK + 1, 2 * BLOCK + 37])
+def test_one_pass_over_the_bands_gives_the_onset_strength_and_band_signals_exactly(n):
+    bands = np.random.default_rng(n).normal(-50, 20, (n, 128)).astype(np.float32)
+    envelope, (flux, level) = song_mel_signals(bands_db=bands, k=8)
+    ref_flux, ref_level = song_band_signals(bands_db=bands, k=8)
+    assert np.array_equal(envelope, onset_strength(bands_db=bands))
+    assert np.array_equal(flux, ref_flux) and np.array_equal(level, ref_level)
+
+
+def _accents_in_one_strongest_first_pass(*, sections, peaks, strength, landing, dt, hold,
+                                         max_frames, max_per_s, window_s):
+    """plan_channel_accents as first written: every channel's peaks in one order."""
+    out = np.array(sections, bool)
+    n, k = out.shape
+    budget = _SwitchBudget(k=k, dt=dt, hold=hold, max_per_s=max_per_s, window_s=window_s)
+    for c in range(k):
+        budget.add(c, (np.flatnonzero(out[1:, c] != out[:-1, c]) + 1).tolist())
+    land = np.flatnonzero(landing)
+    order = sorted(((float(s), c, int(p)) for c in range(k)
+                    for s, p in zip(strength[c], peaks[c])), key=lambda x: -x[0])
+    for _, c, p in order:
+        if p <= hold or p + hold >= n:
+            continue
+        col = out[:, c]
+        if not col[p] and not col[p - 1]:
+            ends = land[np.searchsorted(land, p + hold):
+                        np.searchsorted(land, p + max_frames, side="right")].tolist()
+            for r in ends + [p + hold]:
+                if r < n and not col[p:r + 1].any() and budget.fits(c, [p, r]):
+                    col[p:r] = True
+                    budget.add(c, [p, r])
+                    break
+        elif col[p] and col[p - 1]:
+            starts = land[np.searchsorted(land, p - max_frames):
+                          np.searchsorted(land, p - hold, side="right")][::-1].tolist()
+            for b in starts + [p - hold]:
+                if b >= 1 and col[b - 1:p].all() and budget.fits(c, [b, p]):
+                    col[b:p] = False
+                    budget.add(c, [b, p])
+                    break
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_channels_planned_one_by_one_equal_one_strongest_first_pass(seed):
+    # A channel's accents touch only its own column and budget (equal strengths included).
+    rng = np.random.default_rng(seed)
+    n, k = 600, 8
+    sections = np.cumsum(rng.random((n, k)) < 0.03, axis=0) % 2 == 1
+    peaks = [np.sort(rng.choice(n, size=60, replace=False)) for _ in range(k)]
+    kw = dict(sections=sections, peaks=peaks,
+              strength=[np.round(rng.random(60) * 4) / 4 for _ in range(k)],
+              landing=rng.random(n) < 0.2, dt=DT, hold=int(rng.integers(2, 12)),
+              max_frames=int(rng.integers(5, 30)), max_per_s=int(rng.integers(1, 4)),
+              window_s=1.0)
+    assert np.array_equal(plan_channel_accents(**kw), _accents_in_one_strongest_first_pass(**kw))

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from pi.config.load import MAPPERS
+from pi.config import MAPPERS
 
 log = logging.getLogger("lightshow")
 
@@ -70,10 +70,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def _render_one(args, show) -> int:
     from pi.audio.decode import AudioFileError
-    from pi.offline.fseq import FseqError
     from pi.offline.render import n_steps, render_song, write_csv, write_fseq, write_xtiming
 
     song = Path(args.song)
+    expected: tuple[type[Exception], ...] = (AudioFileError,)
+    if args.fseq:  # the FPP writer's module only when a sequence is written (start-up)
+        from pi.offline.fseq import FseqError
+
+        expected += (FseqError,)
     try:
         timeline = render_song(song, show, levels=args.levels and bool(args.fseq),
                                onsets=bool(args.xtiming), lookahead=not args.causal)
@@ -84,7 +88,7 @@ def _render_one(args, show) -> int:
                               levels=args.levels, compression=args.compression)
         if args.xtiming:
             write_xtiming(timeline, args.xtiming, song_name=song.stem, step_ms=args.step_ms)
-    except (AudioFileError, FseqError) as exc:
+    except expected as exc:
         log.error("%s", exc)
         return 1
     seconds = timeline.times_s[-1] if len(timeline.times_s) else 0.0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 # The value checkers are public in pi.config.values; the rest of pi/ imports them from there.
+from pi.config import MAPPERS, OUTPUT_NAMES, SOURCES  # noqa: F401 - public here too
 from pi.net import e131
 from pi.config.values import (DMX_SLOTS, MAX_CHANNELS, RELAY_DEFAULTS, RELAY_KINDS, ConfigError,
                               check_addresses, check_auto_int, check_bcm_pins, check_bool,
@@ -23,9 +24,6 @@ from pi.config.panel import CHECKS as PANEL_CHECKS
 from pi.config.panel import ControlConfig, ScheduleConfig, WebConfig
 from pi.config.panel import check_cross as _check_panel
 
-SOURCES = ("line-in", "playlist", "file", "sacn")
-MAPPERS = ("model", "bands")
-OUTPUT_NAMES = ("rpigpio", "sacn", "terminal", "mock")
 MIN_HOLD_MS = 50  # below this, mechanical relays chatter and wear out; SSRs don't care
 
 

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from pi.net import e131
-from pi.errors import LightshowError
+from pi.errors import ConfigError, LightshowError  # noqa: F401 - ConfigError is public here
 
 MAX_CHANNELS = 16
 BCM_PINS = range(0, 28)  # the 40-pin header's GPIO 0..27 on every Pi since the B+
@@ -25,10 +25,6 @@ MECHANICAL_MAX_TOGGLES_PER_S = 3
 RELAY_DEFAULTS = {"mechanical": {"max_toggles_per_s": MECHANICAL_MAX_TOGGLES_PER_S,
                                  "rated_switchings": 100_000},
                   "ssr": {"max_toggles_per_s": 20, "rated_switchings": 0}}
-
-
-class ConfigError(LightshowError):
-    """A config that cannot be used; the message names the key and what was expected."""
 
 
 def _toml(value: Any) -> str:

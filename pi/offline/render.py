@@ -21,7 +21,7 @@ from pi.offline import STEP_MS  # noqa: F401 - FPP's and xLights' frame times, a
 from pi.show.features import StreamingFeatures, frame_times, n_frames_for
 from pi.show.lookahead import DEFAULT_LOOKAHEAD, onset_strength
 from pi.show.pipeline import Show
-from pi.show.stem_accents import song_band_signals
+from pi.show.stem_accents import song_mel_signals
 
 _EPS_S = 1e-9       # "at or before" in float seconds: far below any frame spacing
 
@@ -76,12 +76,14 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     # nothing is computed twice.
     show.mapper.onset_log = [] if onsets and not lookahead else None
     try:
-        # Decoding and the spectra (and for a plan, each frame's level and mel bands) in a
-        # thread of their own, which numpy and libsndfile let run beside this one for most
-        # of its time: on a second core, while this one works out the show.
-        signals = show.mapper.frame_signals if inputs is not None else None
-        for count, start, frames, levels_bands in prefetched(_spectra(blocks, params, audio,
-                                                                      signals)):
+        # Decoding and the spectra in a thread of their own, which numpy and libsndfile let
+        # run beside this one for most of its time: on a second core, while this one works
+        # out the show. A plan's level and mel bands of each frame in a third: with the
+        # spectra they were the longest stage, and the encoder waited for them.
+        stages = prefetched(_spectra(blocks, params, audio))
+        if inputs is not None:
+            stages = prefetched(_with_signals(stages, show.mapper.frame_signals))
+        for count, start, frames, levels_bands in stages:
             n_samples += count
             if len(frames):
                 if inputs is not None:  # Show.plan_inputs, in two threads
@@ -119,16 +121,21 @@ def render_blocks(blocks: Iterable[np.ndarray], show: Show, *, keep_audio: bool 
     return timeline
 
 
-def _spectra(blocks: Iterable[np.ndarray], params, audio: list | None, signals=None):
-    """``(samples, first frame, frames, signals(frames))`` of each block (None without
-    ``signals``), keeping the block in ``audio`` if given."""
+def _spectra(blocks: Iterable[np.ndarray], params, audio: list | None):
+    """``(samples, first frame, frames, None)`` of each block, keeping the block in
+    ``audio`` if given."""
     stream = StreamingFeatures(params=params)
     for block in blocks:
         if audio is not None:
             audio.append(block)
         start = stream.frames_emitted
-        frames = stream.push(block)
-        yield len(block), start, frames, None if signals is None else signals(frames)
+        yield len(block), start, stream.push(block), None
+
+
+def _with_signals(spectra: Iterable[tuple], signals):
+    """:func:`_spectra`'s tuples with ``signals(frames)`` in place of their None."""
+    for count, start, frames, _ in spectra:
+        yield count, start, frames, signals(frames)
 
 
 class _PlanInputs:
@@ -159,12 +166,12 @@ class _PlanInputs:
     def finish(self) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
         """The activations, levels, the onset strengths of the bands (of one frame, and over
         the planner's ``onset_span_frames``) and their band-group signals
-        (pi.show.stem_accents.song_band_signals); the bands are freed."""
+        (pi.show.stem_accents.song_mel_signals); the bands are freed."""
         acts, level, bands = (c[:self.n] for c in self._columns)
         self._columns = None
-        envelopes = tuple(onset_strength(bands_db=bands, span=span)
-                          for span in (1, DEFAULT_LOOKAHEAD.onset_span_frames))
-        return acts, level, envelopes, song_band_signals(bands_db=bands, k=acts.shape[1])
+        envelope, signals = song_mel_signals(bands_db=bands, k=acts.shape[1])
+        accent = onset_strength(bands_db=bands, span=DEFAULT_LOOKAHEAD.onset_span_frames)
+        return acts, level, (envelope, accent), signals
 
 
 def write_csv(timeline: Timeline, out: str | Path) -> None:
@@ -172,7 +179,7 @@ def write_csv(timeline: Timeline, out: str | Path) -> None:
     n = timeline.states.shape[1]
     # A row's states as one string looked up by their bits (a song has few distinct ones):
     # formatting them one by one cost a third of the writing.
-    line = "{:.6f},{}," + ",".join(["{:.5f}"] * n) + "\r\n"
+    line = "%.6f,%s," + ",".join(["%.5f"] * n) + "\r\n"
     bits, states_text = 1 << np.arange(n, dtype=np.int64), {}
     with atomic_write(out, "w", newline="") as f:
         w = csv.writer(f)
@@ -182,8 +189,48 @@ def write_csv(timeline: Timeline, out: str | Path) -> None:
             codes = (timeline.states[rows].astype(np.int64) @ bits).tolist()
             for code in set(codes).difference(states_text):
                 states_text[code] = ",".join("1" if code >> c & 1 else "0" for c in range(n))
-            f.write("".join([line.format(t, states_text[code], *a) for t, code, a in zip(
-                timeline.times_s[rows].tolist(), codes, timeline.activations[rows].tolist())]))
+            acts = timeline.activations[rows]
+            fixed = _fixed5_rows(acts)
+            if fixed is None:
+                f.write("".join([line % (t, states_text[code], *a) for t, code, a in zip(
+                    timeline.times_s[rows].tolist(), codes, acts.tolist())]))
+                continue
+            heads = np.array([b"%.6f,%s," % (t, states_text[code].encode()) for t, code
+                              in zip(timeline.times_s[rows].tolist(), codes)])
+            head = heads.view(np.uint8).reshape(len(heads), -1)
+            f.write(np.concatenate([head, fixed], axis=1)[
+                np.concatenate([head != 0, fixed != 0], axis=1)].tobytes().decode("ascii"))
+
+
+def _fixed5_rows(values: np.ndarray) -> np.ndarray | None:
+    """Each row of float32 ``values [shape=(k, n)]`` as ``"%.5f,...,%.5f\\r\\n"`` bytes, the
+    same characters as Python's formatting, in a uint8 array ``[shape=(k, width)]`` padded
+    with zero bytes; None for anything but finite float32 below 1e9 in size. Formatting
+    each number in Python cost most of the writing.
+
+    A float32 times 10**5 is exact in float64 (24 + 17 bits), so rounding it to an integer
+    (half to even) is the correctly rounded 5-decimal value that Python prints."""
+    if values.dtype != np.float32 or values.ndim != 2 or not values.size or not bool(
+            np.isfinite(values).all()) or float(np.abs(values).max()) >= 1e9:
+        return None
+    k, n = values.shape
+    q = np.rint(np.abs(values.astype(np.float64)) * 1e5).astype(np.int64)
+    whole, frac = np.divmod(q, 100000)
+    digits = max(1, len(str(int(whole.max()))))
+    width = 1 + digits + 1 + 5 + 1  # sign, whole part, point, 5 decimals, comma
+    cells = np.zeros((k, n, width), np.uint8)
+    cells[..., 0] = np.where(np.signbit(values), ord("-"), 0)  # "-0.00000" too, as Python
+    for j in range(digits):
+        place = 10 ** (digits - 1 - j)
+        shown = (whole >= place) | (j == digits - 1)
+        cells[..., 1 + j] = np.where(shown, ord("0") + whole // place % 10, 0)
+    cells[..., 1 + digits] = ord(".")
+    for j in range(5):
+        cells[..., 2 + digits + j] = ord("0") + frac // 10 ** (4 - j) % 10
+    cells[..., -1] = ord(",")
+    cells[:, -1, -1] = ord("\r")
+    return np.concatenate([cells.reshape(k, n * width), np.full((k, 1), ord("\n"), np.uint8)],
+                          axis=1)
 
 
 def n_steps(duration_s: float, *, step_ms: int) -> int:

@@ -160,6 +160,7 @@ def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
     sections = np.asarray(sections, bool)
     n, k = sections.shape
     want = np.array(demand, np.int64)
+    landing = None if landing is None else np.asarray(landing)
     budget = _Budget(k=k, dt=dt, hold=hold, max_per_s=max_per_s, window_s=window_s)
     state = np.zeros(k, bool)
     returns: dict[int, list[int]] = {}  # frame -> channels whose blink ends there
@@ -172,6 +173,7 @@ def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
     # The first busy frame at or after each frame (n: none).
     next_busy = np.minimum.accumulate(np.where(busy_frames, np.arange(n), n)[::-1])[::-1]
     settled_until = 0
+    # 1-D arrays' nonzero()[0] below: np.flatnonzero's, without its wrappers (per frame).
     for t in range(n):
         if t < settled_until:
             continue
@@ -184,7 +186,7 @@ def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
             out[t:settled_until] = state
             continue
         if not gate[t]:  # dark: everything off, blinks forgotten
-            for c in np.flatnonzero(state).tolist():
+            for c in state.nonzero()[0].tolist():
                 if budget.may(c, t):
                     state[c] = False
                     budget.add(c, t)
@@ -200,7 +202,7 @@ def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
                 used += 1
             back_at[c] = -1
         # Section edges, and any the budget held back before (free channels only).
-        for c in np.flatnonzero((state != target) & (back_at < 0)).tolist():
+        for c in ((state != target) & (back_at < 0)).nonzero()[0].tolist():
             if budget.may(c, t):
                 state[c] = target[c]
                 budget.add(c, t)
@@ -209,17 +211,17 @@ def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
         if need <= 0:
             out[t] = state
             continue
-        free = np.flatnonzero((state == target) & (back_at < 0))
+        free = ((state == target) & (back_at < 0)).nonzero()[0]
         for c in free[np.argsort(np.abs(z[t, free]), kind="stable")].tolist():
             if need <= 0 or t + hold >= n:
                 break
             end = min(n, t + max_frames + 1)
-            change = np.flatnonzero(sections[t:end, c] != target[c])
+            change = (sections[t:end, c] != target[c]).nonzero()[0]
             if len(change):
                 end = t + int(change[0])  # back before the section changes
-            later = np.flatnonzero(want[t + hold:end] > 0) if end > t + hold else []
+            later = (want[t + hold:end] > 0).nonzero()[0] if end > t + hold else []
             if not len(later) and landing is not None and end > t + hold:
-                later = np.flatnonzero(landing[t + hold:end])
+                later = landing[t + hold:end].nonzero()[0]
             if not len(later):
                 continue
             r = t + hold + int(later[0])

@@ -205,10 +205,14 @@ def hysteresis_states(*, z: np.ndarray, width: float) -> np.ndarray:
     """
     z = np.asarray(z, np.float64)
     up, down = z > width, z < -width
-    idx = np.where(up | down, np.arange(len(z))[:, None], -1)
-    last = np.maximum.accumulate(idx, axis=0)
-    crossed = np.take_along_axis(up, np.maximum(last, 0), axis=0)
-    return np.where(last >= 0, crossed, z[:1] > 0)
+    # Row numbers in int32, accumulated in place: half the memory of int64 at a plan's peak
+    # (a song has far fewer than 2**31 frames).
+    last = np.where(up | down, np.arange(len(z), dtype=np.int32)[:, None], np.int32(-1))
+    np.maximum.accumulate(last, axis=0, out=last)
+    seen = last >= 0
+    np.maximum(last, 0, out=last)
+    crossed = np.take_along_axis(up, last, axis=0)
+    return np.where(seen, crossed, z[:1] > 0)
 
 
 def recently_loud(*, level_db: np.ndarray, below_db: float, frames: int) -> np.ndarray:
@@ -303,15 +307,20 @@ def plan_states(*, activations: np.ndarray, level_db: np.ndarray, bands_db: np.n
     gate &= recently_loud(level_db=level_db, below_db=params.quiet_db,
                           frames=max(1, int(params.quiet_s / dt)))
     smooth = moving_average(x=acts, width=int(params.smooth_s / dt) | 1)
+    # A song's (n, k) float64 arrays are 1.3 MB each for 4 minutes: each is let go as soon
+    # as it is used, and z is made in place (the plan's peak of memory is just below).
+    del acts
     music = smooth[gate] if np.count_nonzero(gate) > 10 else smooth
-    z = (smooth - np.median(music, axis=0)) / (music.std(axis=0) + 1e-6)
+    z = smooth - np.median(music, axis=0)
+    z /= music.std(axis=0) + 1e-6
+    del music
     envelope = onset_strength(bands_db=bands_db) if onset_envelope is None else onset_envelope
     own = None
     if np.isfinite(params.stem_peakiness):
         own = stem_accents.own_onsets(smooth=smooth, gate=gate, envelope=envelope,
                                       bands_db=bands_db, band_signals=band_signals, dt=dt,
                                       params=params)
-    del acts, smooth, music  # a song's float64 arrays, not needed below (memory)
+    del smooth
     if own is None and accent_envelope is not None:
         envelope = accent_envelope
     elif own is None and params.onset_span_frames > 1 and bands_db is not None:
@@ -349,6 +358,9 @@ def _levels(*, states: np.ndarray, z: np.ndarray) -> np.ndarray:
     n = len(states)
     start = states.copy()
     start[1:] &= ~states[:-1]
-    first = np.maximum.accumulate(np.where(start, np.arange(n)[:, None], 0), axis=0)
+    # int32 row numbers and in-place steps (memory: this runs at a plan's peak).
+    first = np.where(start, np.arange(n, dtype=np.int32)[:, None], np.int32(0))
+    np.maximum.accumulate(first, axis=0, out=first)
     latched = brightness(np.take_along_axis(z, first, axis=0))
-    return np.where(states, latched, 0.0)
+    latched[~states] = 0.0
+    return latched

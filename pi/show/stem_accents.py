@@ -43,7 +43,8 @@ EXACT_MATCH_MAX = 8  # channels up to which the one-to-one match is found by try
 
 
 def band_group_signals(*, bands_db: np.ndarray, n_groups: int,
-                       floor_db: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       floor_db: float | None = None,
+                       envelope_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each of ``n_groups`` equal groups of mel bands: its onset function (the mean rectified
     frame-to-frame rise in dB, 0 for the first frame) and its level (mean dB), with cells
     below ``floor_db`` (default: the song's loudest cell minus 80 dB) raised to it.
@@ -51,6 +52,9 @@ def band_group_signals(*, bands_db: np.ndarray, n_groups: int,
     Parameters
     ----------
     bands_db : np.ndarray [shape=(n_frames, n_mels)]  mel power in dB, n_mels >= n_groups
+    envelope_out : np.ndarray [shape=(n_frames,)] float64, optional  filled with the mean
+        rise over all the bands: pi.show.lookahead.onset_strength's numbers, from the same
+        pass over a song's bands (render reads them once)
 
     Returns
     -------
@@ -69,10 +73,16 @@ def band_group_signals(*, bands_db: np.ndarray, n_groups: int,
     # temporaries would cost tens of MB); the numbers are the same.
     for start in range(0, n, BLOCK):
         lo = max(start - 1, 0)
-        db = np.maximum(np.asarray(bands_db[lo:start + BLOCK], np.float64), floor)
-        rise = np.zeros_like(db)
-        rise[1:] = np.maximum(np.diff(db, axis=0), 0.0)
+        # Two float64 blocks, the steps in place (this runs at render's peak of memory).
+        db = np.array(bands_db[lo:start + BLOCK], np.float64)
+        np.maximum(db, floor, out=db)
+        rise = np.empty_like(db)
+        rise[0] = 0.0
+        np.subtract(db[1:], db[:-1], out=rise[1:])
+        np.maximum(rise[1:], 0.0, out=rise[1:])
         skip = start - lo
+        if envelope_out is not None:  # row by row as onset_strength's mean: the same numbers
+            envelope_out[start:start + BLOCK] = rise[skip:].mean(axis=1)
         for g in range(n_groups):
             cols = slice(edges[g], edges[g + 1])
             flux[start:start + BLOCK, g] = rise[skip:, cols].mean(axis=1)
@@ -182,13 +192,15 @@ def channel_peaks(*, onset: np.ndarray, allowed: np.ndarray, rate: float, dt: fl
         if n >= 3:
             peak[1:-1] = (x[1:-1] >= x[:-2]) & (x[1:-1] > x[2:])
         idx = np.flatnonzero(peak & (x > ratio * mean[:, c]) & allowed)
-        taken = np.zeros(n + 2 * min_gap + 1, bool)  # taken[i + min_gap]: frame i kept
+        # taken[i + min_gap]: frame i kept. A bytearray searched by find(): a numpy slice's
+        # any() per candidate cost most of this function.
+        taken, width = bytearray(n + 2 * min_gap + 1), 2 * min_gap + 1
         keep = []
         for i in idx[np.argsort(-x[idx], kind="stable")].tolist():
             if len(keep) >= budget:
                 break
-            if not taken[i:i + 2 * min_gap + 1].any():
-                taken[i + min_gap] = True
+            if taken.find(1, i, i + width) < 0:
+                taken[i + min_gap] = 1
                 keep.append(i)
         out.append(np.sort(np.array(keep, dtype=np.int64)))
     return out
@@ -203,16 +215,23 @@ class _SwitchBudget:
         self.dt, self.hold, self.max_per_s, self.window_s = dt, hold, max_per_s, window_s
 
     def fits(self, c: int, new: list[int]) -> bool:
-        merged = sorted(self.times[c][max(bisect.bisect_left(self.times[c], min(new)) - 8, 0):
-                                      bisect.bisect_right(self.times[c], max(new)) + 8]
-                        + list(new))
-        if any(b - a < self.hold for a, b in zip(merged, merged[1:])):
-            return False
+        times = self.times[c]
+        merged = times[max(bisect.bisect_left(times, min(new)) - 8, 0):
+                       bisect.bisect_right(times, max(new)) + 8] + list(new)
+        merged.sort()
+        # Plain loops: generators under any()/all() cost most of a plan's accents.
+        hold, prev = self.hold, merged[0]
+        for t in merged[1:]:
+            if t - prev < hold:
+                return False
+            prev = t
         # max_per_s + 1 switches in a row must span a whole window (a microsecond's margin:
         # the guard works on the frames' float times).
-        m = self.max_per_s
-        return all((merged[i + m] - merged[i]) * self.dt >= self.window_s + 1e-6
-                   for i in range(len(merged) - m))
+        m, dt, span = self.max_per_s, self.dt, self.window_s + 1e-6
+        for i in range(len(merged) - m):
+            if (merged[i + m] - merged[i]) * dt < span:
+                return False
+        return True
 
     def add(self, c: int, new: list[int]) -> None:
         for t in new:
@@ -243,31 +262,36 @@ def plan_channel_accents(*, sections: np.ndarray, peaks: list[np.ndarray],
     out = np.array(sections, bool)
     n, k = out.shape
     budget = _SwitchBudget(k=k, dt=dt, hold=hold, max_per_s=max_per_s, window_s=window_s)
+    land = np.flatnonzero(landing).tolist()
+    # A channel's accents touch only its own column and budget, so the channels are planned
+    # one after another, each over its own peaks in the order of strength (the ties in peak
+    # order, as one sort over all channels has them). The column is a bytearray, searched
+    # by find(): numpy calls on a few frames at a time cost most of the plan.
     for c in range(k):
         budget.add(c, (np.flatnonzero(out[1:, c] != out[:-1, c]) + 1).tolist())
-    land = np.flatnonzero(landing)
-    order = sorted(((float(s), c, int(p)) for c in range(k)
-                    for s, p in zip(strength[c], peaks[c])), key=lambda x: -x[0])
-    for _, c, p in order:
-        if p <= hold or p + hold >= n:
-            continue
-        col = out[:, c]
-        if not col[p] and not col[p - 1]:  # flash on at the peak, off on a later onset
-            lo = np.searchsorted(land, p + hold, side="left")
-            ends = land[lo:np.searchsorted(land, p + max_frames, side="right")].tolist()
-            for r in ends + [p + hold]:
-                if r < n and not col[p:r + 1].any() and budget.fits(c, [p, r]):
-                    col[p:r] = True
-                    budget.add(c, [p, r])
-                    break
-        elif col[p] and col[p - 1]:  # blink off on an earlier onset, back on at the peak
-            lo = np.searchsorted(land, p - max_frames, side="left")
-            starts = land[lo:np.searchsorted(land, p - hold, side="right")][::-1].tolist()
-            for b in starts + [p - hold]:
-                if b >= 1 and col[b - 1:p].all() and budget.fits(c, [b, p]):
-                    col[b:p] = False
-                    budget.add(c, [b, p])
-                    break
+        col = bytearray(out[:, c].tobytes())
+        order = sorted(zip(np.asarray(strength[c], np.float64).tolist(),
+                           np.asarray(peaks[c]).tolist()), key=lambda x: -x[0])
+        for _, p in order:
+            if p <= hold or p + hold >= n:
+                continue
+            if not col[p] and not col[p - 1]:  # flash on at the peak, off on a later onset
+                ends = land[bisect.bisect_left(land, p + hold):
+                            bisect.bisect_right(land, p + max_frames)]
+                for r in ends + [p + hold]:
+                    if r < n and col.find(1, p, r + 1) < 0 and budget.fits(c, [p, r]):
+                        col[p:r] = b"\x01" * (r - p)
+                        budget.add(c, [p, r])
+                        break
+            elif col[p] and col[p - 1]:  # blink off on an earlier onset, back on at the peak
+                starts = land[bisect.bisect_left(land, p - max_frames):
+                              bisect.bisect_right(land, p - hold)][::-1]
+                for b in starts + [p - hold]:
+                    if b >= 1 and col.find(0, b - 1, p) < 0 and budget.fits(c, [b, p]):
+                        col[b:p] = bytes(p - b)
+                        budget.add(c, [b, p])
+                        break
+        out[:, c] = np.frombuffer(col, bool)
     return out
 
 
@@ -276,6 +300,15 @@ def song_band_signals(*, bands_db: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     onset function and the level of ``k`` equal band groups, each ``[shape=(n, k)]``
     (:func:`band_group_signals`, with the onset strength's floor)."""
     return band_group_signals(bands_db=bands_db, n_groups=k)
+
+
+def song_mel_signals(*, bands_db: np.ndarray, k: int) -> tuple[np.ndarray, tuple]:
+    """pi.show.lookahead.onset_strength of a song's mel bands and their
+    :func:`song_band_signals`, the same numbers from one pass over the bands (a 4-minute
+    song's are 10 MB: each pass converts them to float64 block by block)."""
+    envelope = np.zeros(len(bands_db))
+    signals = band_group_signals(bands_db=bands_db, n_groups=k, envelope_out=envelope)
+    return envelope, signals
 
 
 def plan_own(*, want: np.ndarray, own: np.ndarray, z: np.ndarray, gate: np.ndarray,
