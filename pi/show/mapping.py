@@ -193,9 +193,9 @@ class ShowMapper:
         self.wanted_since = [math.inf] * k
         self.gate = SilenceGate(gate_db=params.gate_db, silence_db=params.silence_db,
                                 dt=self.dt)
-        # Whether this frame was an onset the show could change lights on (gate open and
-        # a positive excess); render records them for xLights' timing track.
-        self.onset = False
+        # Whether an onset the show could change lights on (gate open and a positive
+        # excess) began at this frame; render records them for xLights' timing track.
+        self.onset = self._in_onset = False
         self.onset_log: list[bool] | None = None  # a list: every frame's onset is appended
         self.flux_mean = None
         self.prev_bands = None
@@ -282,7 +282,10 @@ class ShowMapper:
         hold, inf = self.hold_s - 1e-9, math.inf
         gate = self.gate.step(level)
         excess = self._onset_excess(flux)
-        self.onset = gate and excess > 0
+        # The flux's rise from FLUX_LAG frames before lasts a few frames: an onset is where
+        # it begins (one mark per onset in xLights), while every frame of it may switch.
+        onset = gate and excess > 0
+        self.onset, self._in_onset = onset and not self._in_onset, onset
         if self.onset_log is not None:
             self.onset_log.append(self.onset)
         state, last_change, wanted_since = self.state, self.last_change, self.wanted_since
