@@ -37,6 +37,11 @@ def test_band_group_signals_are_each_groups_mean_rise_and_level_in_blocks_or_not
     rise = np.vstack([np.zeros((1, 128)), np.maximum(np.diff(db, axis=0), 0)])
     np.testing.assert_allclose(flux, rise.reshape(len(db), 8, 16).mean(axis=2), atol=1e-9)
     np.testing.assert_allclose(level, db.reshape(len(db), 8, 16).mean(axis=2), atol=1e-9)
+    # lag=3: the rise from 3 frames before, across the blocks' seams as well
+    flux3, level3 = band_group_signals(bands_db=bands, n_groups=8, lag=3)
+    rise3 = np.vstack([np.zeros((3, 128)), np.maximum(db[3:] - db[:-3], 0)])
+    np.testing.assert_allclose(flux3, rise3.reshape(len(db), 8, 16).mean(axis=2), atol=1e-9)
+    np.testing.assert_array_equal(level3, level)
     with pytest.raises(ValueError, match="expected at least 8 mel bands, found 4"):
         band_group_signals(bands_db=bands[:, :4], n_groups=8)
 
