@@ -36,6 +36,7 @@ HOP = 512
 N_BINS = N_FFT // 2 + 1
 DB_FLOOR = -100.0
 N_MELS = 128  # mel bands, librosa's default: the onset flux and the metrics use them
+DB_PER_NEPER = 20.0 / math.log(10.0)  # 20 * log10(x) == log(x) * DB_PER_NEPER
 
 
 @dataclass(frozen=True)
@@ -186,18 +187,21 @@ class StreamResampler:
 def spectra_db(frames: np.ndarray, *, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
     """Windowed frames ``[shape=(n_frames, n_fft)]`` -> dB magnitudes ``[shape=(n_frames, 513)]``.
 
-    Magnitudes are scaled so that a full-scale sine reads about 0 dB, then floored.
+    Magnitudes are scaled so that a full-scale sine reads about 0 dB, then floored:
+    ``20 * log10(max(|rfft(frame * window)| * scale, floor))``, in float64, rounded to float32.
     """
-    window, scale, floor = _spectrum_constants(params.n_fft, params.db_floor)
-    # float32 frames times the float64 window: the same float64 products as converting
-    # first, without the copy. In place from the rfft on: a hop is mostly call overhead.
+    window, floor = _spectrum_constants(params.n_fft, params.db_floor)
+    # A hop is mostly call overhead, so the fewest calls, in place from the rfft on: the
+    # scale rides in the window (the transform is linear), float32 frames times the float64
+    # window are the same float64 products as converting first, and 20 * log10 is
+    # log * (20 / ln 10): libm's log10 is a log and as much again on top. Both differ from
+    # the textbook order by an ulp of float64, which the float32 dB hardly ever show.
     mag = np.abs(_rfft(frames * window))
-    mag *= scale
     np.maximum(mag, floor, out=mag)
-    np.log10(mag, out=mag)
-    # The float64 product rounded into float32 output: (mag * 20).astype(float32).
+    np.log(mag, out=mag)
+    # The float64 product rounded into float32 output: (mag * DB_PER_NEPER).astype(float32).
     db = np.empty(mag.shape, np.float32)
-    np.multiply(mag, 20.0, out=db, casting="same_kind")
+    np.multiply(mag, DB_PER_NEPER, out=db, casting="same_kind")
     return db
 
 
@@ -213,9 +217,12 @@ def _rfft(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _spectrum_constants(n_fft: int, db_floor: float) -> tuple[np.ndarray, float, float]:
+def _spectrum_constants(n_fft: int, db_floor: float) -> tuple[np.ndarray, float]:
+    """The window times the magnitude scale (read-only), and the floor of the magnitudes."""
     window = hann_window(n_fft)
-    return window, 2.0 / window.sum(), 10.0 ** (db_floor / 20.0)
+    scaled = window * (2.0 / window.sum())
+    scaled.flags.writeable = False
+    return scaled, 10.0 ** (db_floor / 20.0)
 
 
 def n_frames_for(n_samples: int, *, params: FeatureParams = DEFAULT_PARAMS) -> int:

@@ -108,6 +108,9 @@ class _SparseMel:
         return np.add.reduceat(picked, self.starts, axis=-1)
 
 
+# Power from decibels: 10 ** (db / 10) == exp(db * ln(10) / 10).
+_NEPERS_PER_DB = np.float32(math.log(10.0) / 10.0)
+
 GATE_DECAY_DB_S = 40.0  # how fast the gate's peak hold falls
 GATE_HYST_DB = 3.0      # a closed gate needs this much more level to reopen
 
@@ -209,10 +212,13 @@ class ShowMapper:
     def frame_signals(self, frames_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame RMS level in dBFS ``[shape=(k,)]`` and mel bands in dB
         ``[shape=(k, 128)]``: row by row, the same numbers whatever the block size."""
-        # 10 ** (frames_db / 10) in float32, in place; add.reduce is np.sum without its
-        # Python wrapper (this runs once per 20 ms block).
-        power = np.divide(frames_db, 10.0, dtype=np.float32)  # float32 in, then divided
-        np.power(10.0, power, out=power)
+        # 10 ** (frames_db / 10) in float32, in place, as exp(frames_db * ln(10) / 10):
+        # numpy's exp is vectorised where its float32 power calls libm per bin (half the
+        # cost of these signals). Either rounds the exponent to float32 first, so both are
+        # within about 1e-6 of the exact power. add.reduce is np.sum without its Python
+        # wrapper (this runs once per 20 ms block).
+        power = np.multiply(frames_db, _NEPERS_PER_DB, dtype=np.float32)
+        np.exp(power, out=power)
         level = 10.0 * np.log10(np.add.reduce(power, axis=-1) + 1e-12) + self._rms_offset_db
         bands = self._mel(power)
         np.maximum(bands, 1e-10, out=bands)
