@@ -126,3 +126,35 @@ def test_a_channel_stuck_far_from_its_threshold_catches_up_within_seconds():
     states, _ = ShowMapper(params).run(acts, frames, times_s=times)
     assert states[times > 60.0, 0].mean() > 0.2
     assert states[times > 60.0, 1:].mean() > 0.2  # the others were never stuck
+
+
+def test_frame_signals_and_flux_are_the_textbook_ones_and_the_same_in_any_blocks():
+    """The level, the mel bands and the flux are computed in few numpy calls (float32 exp and
+    log, flux divided on Python floats): the textbook formulas within float32 rounding, and
+    bit for bit the same for a block of any size, as the daemon's 1 or 2 frames and
+    render's whole blocks must agree."""
+    from pi.show.features import mel_basis
+
+    rng = np.random.default_rng(5)
+    frames, acts = _music(rng, 50, loudness=-30.0, silences=1)
+    mapper = ShowMapper(MappingParams.calibrate(acts))
+    level, bands = mapper.frame_signals(frames)
+    power = 10.0 ** (frames.astype(np.float64) / 10.0)
+    np.testing.assert_allclose(level, 10 * np.log10(power.sum(axis=1)) + mapper._rms_offset_db,
+                               rtol=0, atol=1e-4)
+    mel = np.maximum(power @ mel_basis().T, 1e-10)
+    np.testing.assert_allclose(bands, 10 * np.log10(mel), rtol=0, atol=1e-4)
+    flux = mapper.block_flux(bands)
+    expected = np.maximum(np.diff(bands.astype(np.float64), axis=0), 0).mean(axis=1)
+    assert flux[0] is None
+    np.testing.assert_allclose(flux[1:], expected, rtol=1e-5, atol=1e-6)
+
+    blocks, i = [], 0
+    while i < 50:  # blocks of 1, 2 and 3 frames, one after the other
+        blocks.append(slice(i, i + 1 + len(blocks) % 3))
+        i = blocks[-1].stop
+    again = ShowMapper(MappingParams.calibrate(acts))
+    for rows in blocks:
+        lv, bd = again.frame_signals(frames[rows])
+        assert np.array_equal(lv, level[rows]) and np.array_equal(bd, bands[rows])
+    assert sum((again.block_flux(bands[rows]) for rows in blocks), []) == flux

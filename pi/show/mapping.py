@@ -108,8 +108,9 @@ class _SparseMel:
         return np.add.reduceat(picked, self.starts, axis=-1)
 
 
-# Power from decibels: 10 ** (db / 10) == exp(db * ln(10) / 10).
+# Power from decibels: 10 ** (db / 10) == exp(db * ln(10) / 10), and back.
 _NEPERS_PER_DB = np.float32(math.log(10.0) / 10.0)
+_DB_PER_NEPER_POWER = np.float32(10.0 / math.log(10.0))
 
 GATE_DECAY_DB_S = 40.0  # how fast the gate's peak hold falls
 GATE_HYST_DB = 3.0      # a closed gate needs this much more level to reopen
@@ -212,6 +213,11 @@ class ShowMapper:
     def frame_signals(self, frames_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame RMS level in dBFS ``[shape=(k,)]`` and mel bands in dB
         ``[shape=(k, 128)]``: row by row, the same numbers whatever the block size."""
+        level, bands = self._signals(frames_db)
+        return np.array(level, np.float64).reshape(len(bands)), bands
+
+    def _signals(self, frames_db: np.ndarray) -> tuple[list[float], np.ndarray]:
+        """:meth:`frame_signals` with the levels as a list of Python floats."""
         # 10 ** (frames_db / 10) in float32, in place, as exp(frames_db * ln(10) / 10):
         # numpy's exp is vectorised where its float32 power calls libm per bin (half the
         # cost of these signals). Either rounds the exponent to float32 first, so both are
@@ -219,11 +225,17 @@ class ShowMapper:
         # wrapper (this runs once per 20 ms block).
         power = np.multiply(frames_db, _NEPERS_PER_DB, dtype=np.float32)
         np.exp(power, out=power)
-        level = 10.0 * np.log10(np.add.reduce(power, axis=-1) + 1e-12) + self._rms_offset_db
+        # The level of each frame's float32 power sum on Python floats: one or two frames a
+        # block, where each numpy call on them cost more than the arithmetic.
+        offset, log10 = self._rms_offset_db, math.log10
+        level = [10.0 * log10(p + 1e-12) + offset
+                 for p in np.add.reduce(power, axis=-1).tolist()]
         bands = self._mel(power)
         np.maximum(bands, 1e-10, out=bands)
-        np.log10(bands, out=bands)
-        bands *= 10.0
+        # 10 * log10 as numpy's vectorised float32 log times 10 / ln 10 (libm's log10f
+        # goes one band at a time).
+        np.log(bands, out=bands)
+        bands *= _DB_PER_NEPER_POWER
         return level, bands
 
     def block_flux(self, bands: np.ndarray) -> list[float | None]:
@@ -233,19 +245,27 @@ class ShowMapper:
         if not len(bands):
             return []
         prev = self.prev_bands
-        rise = np.empty_like(bands)
-        if len(bands) > 1:
-            np.subtract(bands[1:], bands[:-1], out=rise[1:])
-        if prev is not None:
-            np.subtract(bands[0], prev, out=rise[0])
-        else:  # no frame before the first: its flux is None, not a sum of uninitialised memory
-            rise[0] = 0.0
+        if prev is not None and len(bands) == 1:  # the daemon's usual block: one step
+            rise = np.subtract(bands, prev)
+        else:
+            rise = np.empty_like(bands)
+            if len(bands) > 1:
+                np.subtract(bands[1:], bands[:-1], out=rise[1:])
+            if prev is not None:
+                np.subtract(bands[0], prev, out=rise[0])
+            else:  # no frame before the first: its flux is None, not a sum of uninitialised
+                rise[0] = 0.0
         np.maximum(rise, 0.0, out=rise)
-        # np.mean's own steps (a float32 sum, divided by an intp count into float32) without
-        # its Python wrapper, which costs more than the sum.
-        flux = np.add.reduce(rise, axis=-1)
-        np.true_divide(flux, np.intp(rise.shape[-1]), out=flux, casting="unsafe")
-        flux = flux.tolist()
+        # np.mean's own steps: a float32 sum, divided by the count into float32. The count
+        # is a power of two, so the quotient is exact and Python's float64 one is the same.
+        n = rise.shape[-1]
+        sums = np.add.reduce(rise, axis=-1)
+        if n & (n - 1):
+            np.true_divide(sums, np.intp(n), out=sums, casting="unsafe")
+            flux = sums.tolist()
+        else:
+            inv = 1.0 / n
+            flux = [s * inv for s in sums.tolist()]
         if prev is None:
             flux[0] = None
         self.prev_bands = bands[-1]
@@ -388,13 +408,13 @@ class ShowMapper:
         # The per-frame signals for the whole block in a few vectorised calls; only the
         # decisions below go frame by frame, on Python floats (float32 activations become
         # the same float64 values as through np.float64).
-        level, bands = self.frame_signals(frames_db)
+        level, bands = self._signals(frames_db)
         flux = self.block_flux(bands)
         acts = np.asarray(activations)
         acts = (acts if acts.dtype in (np.float32, np.float64) else
                 acts.astype(np.float64)).tolist()
         states, levels = [], []
-        for a, lv, fx, t in zip(acts, level.tolist(), flux, times):
+        for a, lv, fx, t in zip(acts, level, flux, times):
             states.append(self._step(a, lv, fx, t))
             levels.append(self._levels)
         return states, levels
