@@ -131,6 +131,31 @@ def mel_basis(*, sr: int = SAMPLE_RATE, n_fft: int = N_FFT,
     return weights * (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
 
 
+class SparseMel:
+    """``power @ mel.T`` (``mel``: :func:`mel_basis`) over each filter's nonzero bins only
+    (about 2 per bin, not 128): cheaper per frame, and summed in the same order for one
+    frame or a thousand. Power ``[shape=(k, n_bins)]`` float32 -> ``[shape=(k, n_mels)]``."""
+
+    def __init__(self, mel: np.ndarray):
+        idx, weights, starts = [], [], []
+        for row in mel:
+            nz = np.flatnonzero(row)
+            if not len(nz):  # an empty filter still needs one (zero-weight) entry
+                nz = np.array([int(np.argmax(row))])
+            starts.append(len(idx))
+            idx += nz.tolist()
+            weights += row[nz].tolist()
+        self.idx = np.array(idx)
+        self.weights = np.array(weights, np.float32)
+        self.starts = np.array(starts)
+
+    def __call__(self, power: np.ndarray) -> np.ndarray:
+        # np.take, not power[..., idx]: the same gather at a quarter of the cost.
+        picked = np.take(power, self.idx, axis=-1)
+        picked *= self.weights
+        return np.add.reduceat(picked, self.starts, axis=-1)
+
+
 def to_mono(samples: np.ndarray, *, name: str = "audio") -> np.ndarray:
     """Mix ``[shape=(n,) or (n, channels)]`` to mono float32 ``[shape=(n,)]``; rejects NaN/inf."""
     if type(samples) is np.ndarray and samples.dtype == np.float32 and samples.ndim == 1:

@@ -27,7 +27,8 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from pi.show.features import DEFAULT_PARAMS, N_MELS, FeatureParams, hann_window, mel_basis
+from pi.show.features import (DEFAULT_PARAMS, N_MELS, FeatureParams, SparseMel, hann_window,
+                               mel_basis)
 from pi.show.relay_rules import ChannelOverrides
 
 
@@ -84,30 +85,6 @@ class MappingParams:
                    scale=np.maximum(scale, 1e-3).astype(np.float32), **overrides)
 
 
-class _SparseMel:
-    """``power @ mel.T`` over each filter's nonzero bins only (about 2 per bin, not 128):
-    cheaper per frame, and summed in the same order for one frame or a thousand."""
-
-    def __init__(self, mel: np.ndarray):
-        idx, weights, starts = [], [], []
-        for row in mel:
-            nz = np.flatnonzero(row)
-            if not len(nz):  # an empty filter still needs one (zero-weight) entry
-                nz = np.array([int(np.argmax(row))])
-            starts.append(len(idx))
-            idx += nz.tolist()
-            weights += row[nz].tolist()
-        self.idx = np.array(idx)
-        self.weights = np.array(weights, np.float32)
-        self.starts = np.array(starts)
-
-    def __call__(self, power: np.ndarray) -> np.ndarray:
-        # np.take, not power[..., idx]: the same gather at a quarter of the cost.
-        picked = np.take(power, self.idx, axis=-1)
-        picked *= self.weights
-        return np.add.reduceat(picked, self.starts, axis=-1)
-
-
 # Power from decibels: 10 ** (db / 10) == exp(db * ln(10) / 10), and back.
 _NEPERS_PER_DB = np.float32(math.log(10.0) / 10.0)
 _DB_PER_NEPER_POWER = np.float32(10.0 / math.log(10.0))
@@ -155,6 +132,13 @@ def brightness(z: np.ndarray) -> np.ndarray:
     return np.maximum(MIN_LEVEL, 1.0 / (1.0 + np.exp(-np.clip(z, -20.0, 20.0))))
 
 
+def _brightness(z: float) -> float:
+    """:func:`brightness` of one Python float: the same float64 steps (libm's exp, which
+    numpy's float64 exp also calls where it has no vectorised one), without six numpy calls
+    on a list of 8."""
+    return max(MIN_LEVEL, 1.0 / (1.0 + math.exp(-min(max(z, -20.0), 20.0))))
+
+
 class ShowMapper:
     """Frame-by-frame state machine: ``step`` one frame, or ``run`` a whole song."""
 
@@ -170,7 +154,7 @@ class ShowMapper:
         # The onset flux follows librosa's onset strength (mel power in dB, rectified
         # difference), which is what the show is judged against; at 1024 samples it
         # correlates about 0.8 with the 2048-sample reference on real music.
-        self._mel = _SparseMel(mel_basis(sr=feature_params.sample_rate,
+        self._mel = SparseMel(mel_basis(sr=feature_params.sample_rate,
                                          n_fft=feature_params.n_fft, n_mels=N_MELS))
         # Parseval: the scaled one-sided spectrum's power sum -> the frame's RMS in dBFS, so
         # that silence_db means what the config says.
@@ -271,12 +255,12 @@ class ShowMapper:
         self.prev_bands = bands[-1]
         return flux
 
-    def _onset_excess(self, flux: float | None) -> float:
+    def _onset_excess(self, flux: float | None, pressure: float) -> float:
         if flux is None:
             return 0.0
         if self.flux_mean is None:
             self.flux_mean = flux
-        excess = flux / (self.flux_mean + 1e-3) - self.params.onset_ratio * self._pressure()
+        excess = flux / (self.flux_mean + 1e-3) - self.params.onset_ratio * pressure
         self.flux_mean += (flux - self.flux_mean) * self._alpha_flux
         return excess
 
@@ -303,7 +287,8 @@ class ShowMapper:
         k = len(a)
         hold, inf = self.hold_s - 1e-9, math.inf
         gate = self.gate.step(level)
-        excess = self._onset_excess(flux)
+        pressure = self._pressure()  # the rate changes only at the end of the frame
+        excess = self._onset_excess(flux, pressure)
         self.onset = gate and excess > 0
         if self.onset_log is not None:
             self.onset_log.append(self.onset)
@@ -314,7 +299,6 @@ class ShowMapper:
             self.wanted_since = wanted_since = [(ws if ws <= t else t) if st else inf
                                                 for st, ws in zip(state, wanted_since)]
         else:
-            pressure = self._pressure()
             budget = math.ceil(excess * p.changes_per_onset / pressure) if excess > 0 else 0
             # Busy music waits for onsets; otherwise a wanted change waits idle_change_s.
             idle = p.idle_change_s if pressure <= 1.0 else inf
@@ -372,9 +356,8 @@ class ShowMapper:
             self.last_change = [t if ch else lc for ch, lc in zip(change, self.last_change)]
             self.wanted_since = [math.inf if ch else ws for ch, ws in zip(change, wanted_since)]
             if gate:
-                lit = brightness(np.array(z)).tolist()
-                self._bright = [b if ch and st else old for ch, st, b, old
-                                in zip(change, state, lit, self._bright)]
+                self._bright = [_brightness(zc) if ch and st else old for ch, st, zc, old
+                                in zip(change, state, z, self._bright)]
         self.rate += (n_changed / (k * self.dt) - self.rate) * self._alpha_rate
         self._pending.append(state)
         self._pending_bright.append(self._bright)
