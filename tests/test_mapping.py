@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from pi.show.features import DEFAULT_PARAMS, frame_times
-from pi.show.mapping import MappingParams, ShowMapper
+from pi.show.mapping import FLUX_LAG, MappingParams, ShowMapper
 from pi.show.relay_rules import ChannelOverrides
 
 N_CHANNELS = 8
@@ -131,7 +131,6 @@ def test_a_channel_stuck_far_from_its_threshold_catches_up_within_seconds():
 def test_the_onset_flux_rises_from_lag_frames_before_in_any_blocks():
     """Each frame's flux is the mean rectified rise from FLUX_LAG frames before (None for the
     first FLUX_LAG frames), whether the frames come one by one or in blocks of any size."""
-    from pi.show.mapping import FLUX_LAG
     from pi.show.pipeline import make_show
 
     bands = np.random.default_rng(0).normal(-40, 10, size=(50, 128)).astype(np.float32)
@@ -145,3 +144,36 @@ def test_the_onset_flux_rises_from_lag_frames_before_in_any_blocks():
             got += mapper.block_flux(bands[start:start + size])
             start += size
         assert got == whole
+
+
+def test_frame_signals_and_flux_are_the_textbook_ones_and_the_same_in_any_blocks():
+    """The level, the mel bands and the flux are computed in few numpy calls (float32 exp and
+    log, flux divided on Python floats): the textbook formulas within float32 rounding, and
+    bit for bit the same for a block of any size, as the daemon's 1 or 2 frames and
+    render's whole blocks must agree."""
+    from pi.show.features import mel_basis
+
+    rng = np.random.default_rng(5)
+    frames, acts = _music(rng, 50, loudness=-30.0, silences=1)
+    mapper = ShowMapper(MappingParams.calibrate(acts))
+    level, bands = mapper.frame_signals(frames)
+    power = 10.0 ** (frames.astype(np.float64) / 10.0)
+    np.testing.assert_allclose(level, 10 * np.log10(power.sum(axis=1)) + mapper._rms_offset_db,
+                               rtol=0, atol=1e-4)
+    mel = np.maximum(power @ mel_basis().T, 1e-10)
+    np.testing.assert_allclose(bands, 10 * np.log10(mel), rtol=0, atol=1e-4)
+    flux = mapper.block_flux(bands)
+    lag = FLUX_LAG
+    expected = np.maximum(bands[lag:].astype(np.float64) - bands[:-lag], 0).mean(axis=1)
+    assert flux[:lag] == [None] * lag
+    np.testing.assert_allclose(flux[lag:], expected, rtol=1e-5, atol=1e-6)
+
+    blocks, i = [], 0
+    while i < 50:  # blocks of 1, 2 and 3 frames, one after the other
+        blocks.append(slice(i, i + 1 + len(blocks) % 3))
+        i = blocks[-1].stop
+    again = ShowMapper(MappingParams.calibrate(acts))
+    for rows in blocks:
+        lv, bd = again.frame_signals(frames[rows])
+        assert np.array_equal(lv, level[rows]) and np.array_equal(bd, bands[rows])
+    assert sum((again.block_flux(bands[rows]) for rows in blocks), []) == flux

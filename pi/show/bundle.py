@@ -20,7 +20,7 @@ import numpy as np
 
 from pi.show.encoder import EncoderSpecError, NumpyEncoder
 from pi.errors import LightshowError
-from pi.show.features import FeatureParams, normalise
+from pi.show.features import FeatureParams
 from pi.show.mapping import MappingParams
 
 FORMAT_VERSION = 1
@@ -91,7 +91,7 @@ class Bundle:
 
     def activations(self, frames_db: np.ndarray) -> np.ndarray:
         """dB frames ``[shape=(n, 513)]`` -> activations ``[shape=(n, n_channels)]``."""
-        return self.encoder(normalise(frames_db, mean=self.norm_mean, std=self.norm_std))
+        return self.encoder(frames_db)  # normalised by the encoder (its input_norm)
 
 
 def sha256_file(path: Path) -> str:
@@ -176,6 +176,9 @@ def _load(path: Path) -> Bundle:
             raise BundleError(f"{npz_path}: {key}: expected shape {shape}, found {arr.shape}")
     if np.any(norm_std <= 0):
         raise BundleError(f"{npz_path}: norm.std: expected positive values, found <= 0")
+    # Checked above, so the normalisation can now go into the encoder's first layer.
+    encoder = NumpyEncoder(arch["layers"], weights, n_inputs=params.n_bins,
+                           input_norm=(norm_mean, norm_std))
     return Bundle(path, manifest, params, norm_mean, norm_std, encoder, mapping,
                   pca_mean, pca_components)
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from pi.show.features import DEFAULT_PARAMS, N_MELS, FeatureParams, hann_window, mel_basis
+from pi.show.features import (DEFAULT_PARAMS, N_MELS, FeatureParams, SparseMel, hann_window,
+                               mel_basis)
 from pi.show.relay_rules import ChannelOverrides
 
 
@@ -84,29 +85,9 @@ class MappingParams:
                    scale=np.maximum(scale, 1e-3).astype(np.float32), **overrides)
 
 
-class _SparseMel:
-    """``power @ mel.T`` over each filter's nonzero bins only (about 2 per bin, not 128):
-    cheaper per frame, and summed in the same order for one frame or a thousand."""
-
-    def __init__(self, mel: np.ndarray):
-        idx, weights, starts = [], [], []
-        for row in mel:
-            nz = np.flatnonzero(row)
-            if not len(nz):  # an empty filter still needs one (zero-weight) entry
-                nz = np.array([int(np.argmax(row))])
-            starts.append(len(idx))
-            idx += nz.tolist()
-            weights += row[nz].tolist()
-        self.idx = np.array(idx)
-        self.weights = np.array(weights, np.float32)
-        self.starts = np.array(starts)
-
-    def __call__(self, power: np.ndarray) -> np.ndarray:
-        # np.take, not power[..., idx]: the same gather at a quarter of the cost.
-        picked = np.take(power, self.idx, axis=-1)
-        picked *= self.weights
-        return np.add.reduceat(picked, self.starts, axis=-1)
-
+# Power from decibels: 10 ** (db / 10) == exp(db * ln(10) / 10), and back.
+_NEPERS_PER_DB = np.float32(math.log(10.0) / 10.0)
+_DB_PER_NEPER_POWER = np.float32(10.0 / math.log(10.0))
 
 # The onset flux compares each frame with the one FLUX_LAG frames (35 ms) before it, as
 # librosa's onset_strength(lag=3): a 1024-sample frame sees an onset's rise spread over a few
@@ -157,6 +138,13 @@ def brightness(z: np.ndarray) -> np.ndarray:
     return np.maximum(MIN_LEVEL, 1.0 / (1.0 + np.exp(-np.clip(z, -20.0, 20.0))))
 
 
+def _brightness(z: float) -> float:
+    """:func:`brightness` of one Python float: the same float64 steps (libm's exp, which
+    numpy's float64 exp also calls where it has no vectorised one), without six numpy calls
+    on a list of 8."""
+    return max(MIN_LEVEL, 1.0 / (1.0 + math.exp(-min(max(z, -20.0), 20.0))))
+
+
 class ShowMapper:
     """Frame-by-frame state machine: ``step`` one frame, or ``run`` a whole song."""
 
@@ -172,7 +160,7 @@ class ShowMapper:
         # The onset flux follows librosa's onset strength (mel power in dB, rectified
         # difference), which is what the show is judged against; at 1024 samples it
         # correlates about 0.8 with the 2048-sample reference on real music.
-        self._mel = _SparseMel(mel_basis(sr=feature_params.sample_rate,
+        self._mel = SparseMel(mel_basis(sr=feature_params.sample_rate,
                                          n_fft=feature_params.n_fft, n_mels=N_MELS))
         # Parseval: the scaled one-sided spectrum's power sum -> the frame's RMS in dBFS, so
         # that silence_db means what the config says.
@@ -215,46 +203,75 @@ class ShowMapper:
     def frame_signals(self, frames_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame RMS level in dBFS ``[shape=(k,)]`` and mel bands in dB
         ``[shape=(k, 128)]``: row by row, the same numbers whatever the block size."""
-        # 10 ** (frames_db / 10) in float32, in place; add.reduce is np.sum without its
-        # Python wrapper (this runs once per 20 ms block).
-        power = np.divide(frames_db, 10.0, dtype=np.float32)  # float32 in, then divided
-        np.power(10.0, power, out=power)
-        level = 10.0 * np.log10(np.add.reduce(power, axis=-1) + 1e-12) + self._rms_offset_db
+        level, bands = self._signals(frames_db)
+        return np.array(level, np.float64).reshape(len(bands)), bands
+
+    def _signals(self, frames_db: np.ndarray) -> tuple[list[float], np.ndarray]:
+        """:meth:`frame_signals` with the levels as a list of Python floats."""
+        # 10 ** (frames_db / 10) in float32, in place, as exp(frames_db * ln(10) / 10):
+        # numpy's exp is vectorised where its float32 power calls libm per bin (half the
+        # cost of these signals). Either rounds the exponent to float32 first, so both are
+        # within about 1e-6 of the exact power. add.reduce is np.sum without its Python
+        # wrapper (this runs once per 20 ms block).
+        power = np.multiply(frames_db, _NEPERS_PER_DB, dtype=np.float32)
+        np.exp(power, out=power)
+        # The level of each frame's float32 power sum on Python floats: one or two frames a
+        # block, where each numpy call on them cost more than the arithmetic.
+        offset, log10 = self._rms_offset_db, math.log10
+        level = [10.0 * log10(p + 1e-12) + offset
+                 for p in np.add.reduce(power, axis=-1).tolist()]
         bands = self._mel(power)
         np.maximum(bands, 1e-10, out=bands)
-        np.log10(bands, out=bands)
-        bands *= 10.0
+        # 10 * log10 as numpy's vectorised float32 log times 10 / ln 10 (libm's log10f
+        # goes one band at a time).
+        np.log(bands, out=bands)
+        bands *= _DB_PER_NEPER_POWER
         return level, bands
 
     def block_flux(self, bands: np.ndarray) -> list[float | None]:
         """Spectral flux of each frame of a block of mel bands ``[shape=(k, 128)]``: the mean
         rectified rise from the frame ``FLUX_LAG`` frames before it (``None`` for a song's
         first ``FLUX_LAG`` frames). One vectorised pass per block, the same numbers row by
-        row as frame by frame. Moves ``prev_bands`` (the last ``FLUX_LAG`` rows) on."""
+        row as frame by frame. Moves ``prev_bands`` (a tuple of the last ``FLUX_LAG`` rows)
+        on."""
         if not len(bands):
             return []
-        lag, prev = FLUX_LAG, self.prev_bands
-        known = bands if prev is None else np.concatenate([prev, bands])
-        # Row j of the block is known[j + before] and rises from known[j + before - lag].
-        before, n = len(known) - len(bands), len(bands)
-        first = min(max(lag - before, 0), n)  # the block's rows with no frame lag before
-        self.prev_bands = known[-lag:]
-        if first == n:
-            return [None] * n
-        rise = np.subtract(known[before + first:], known[before + first - lag:before + n - lag])
+        lag, prev, n = FLUX_LAG, self.prev_bands, len(bands)
+        if n == 1 and prev is not None and len(prev) == lag:  # the daemon's usual block
+            rise, first = np.subtract(bands, prev[0]), 0
+            self.prev_bands = (*prev[1:], bands[0])
+        else:
+            known = bands if prev is None else np.concatenate([np.array(prev, bands.dtype)
+                                                               .reshape(-1, bands.shape[1]),
+                                                               bands])
+            # Row j of the block is known[j + before] and rises from known[j + before - lag].
+            before = len(known) - n
+            first = min(max(lag - before, 0), n)  # the block's rows with no frame lag before
+            self.prev_bands = tuple(known[-lag:])
+            if first == n:
+                return [None] * n
+            rise = np.subtract(known[before + first:],
+                               known[before + first - lag:before + n - lag])
         np.maximum(rise, 0.0, out=rise)
-        # np.mean's own steps (a float32 sum, divided by an intp count into float32) without
-        # its Python wrapper, which costs more than the sum.
-        flux = np.add.reduce(rise, axis=-1)
-        np.true_divide(flux, np.intp(rise.shape[-1]), out=flux, casting="unsafe")
-        return [None] * first + flux.tolist()
+        # np.mean's own steps: a float32 sum, divided by the count into float32. The count
+        # is a power of two, so the quotient is exact and Python's float64 one is the same.
+        m = rise.shape[-1]
+        sums = np.add.reduce(rise, axis=-1)
+        if m & (m - 1):
+            np.true_divide(sums, np.intp(m), out=sums, casting="unsafe")
+            flux = sums.tolist()
+        else:
+            inv = 1.0 / m
+            flux = [s * inv for s in sums.tolist()]
+        return [None] * first + flux
 
-    def _onset_excess(self, flux: float | None) -> float:
+
+    def _onset_excess(self, flux: float | None, pressure: float) -> float:
         if flux is None:
             return 0.0
         if self.flux_mean is None:
             self.flux_mean = flux
-        excess = flux / (self.flux_mean + 1e-3) - self.params.onset_ratio * self._pressure()
+        excess = flux / (self.flux_mean + 1e-3) - self.params.onset_ratio * pressure
         self.flux_mean += (flux - self.flux_mean) * self._alpha_flux
         return excess
 
@@ -281,7 +298,8 @@ class ShowMapper:
         k = len(a)
         hold, inf = self.hold_s - 1e-9, math.inf
         gate = self.gate.step(level)
-        excess = self._onset_excess(flux)
+        pressure = self._pressure()  # the rate changes only at the end of the frame
+        excess = self._onset_excess(flux, pressure)
         # The flux's rise from FLUX_LAG frames before lasts a few frames: an onset is where
         # it begins (one mark per onset in xLights), while every frame of it may switch.
         onset = gate and excess > 0
@@ -295,7 +313,6 @@ class ShowMapper:
             self.wanted_since = wanted_since = [(ws if ws <= t else t) if st else inf
                                                 for st, ws in zip(state, wanted_since)]
         else:
-            pressure = self._pressure()
             budget = math.ceil(excess * p.changes_per_onset / pressure) if excess > 0 else 0
             # Busy music waits for onsets; otherwise a wanted change waits idle_change_s.
             idle = p.idle_change_s if pressure <= 1.0 else inf
@@ -353,9 +370,8 @@ class ShowMapper:
             self.last_change = [t if ch else lc for ch, lc in zip(change, self.last_change)]
             self.wanted_since = [math.inf if ch else ws for ch, ws in zip(change, wanted_since)]
             if gate:
-                lit = brightness(np.array(z)).tolist()
-                self._bright = [b if ch and st else old for ch, st, b, old
-                                in zip(change, state, lit, self._bright)]
+                self._bright = [_brightness(zc) if ch and st else old for ch, st, zc, old
+                                in zip(change, state, z, self._bright)]
         self.rate += (n_changed / (k * self.dt) - self.rate) * self._alpha_rate
         self._pending.append(state)
         self._pending_bright.append(self._bright)
@@ -389,13 +405,13 @@ class ShowMapper:
         # The per-frame signals for the whole block in a few vectorised calls; only the
         # decisions below go frame by frame, on Python floats (float32 activations become
         # the same float64 values as through np.float64).
-        level, bands = self.frame_signals(frames_db)
+        level, bands = self._signals(frames_db)
         flux = self.block_flux(bands)
         acts = np.asarray(activations)
         acts = (acts if acts.dtype in (np.float32, np.float64) else
                 acts.astype(np.float64)).tolist()
         states, levels = [], []
-        for a, lv, fx, t in zip(acts, level.tolist(), flux, times):
+        for a, lv, fx, t in zip(acts, level, flux, times):
             states.append(self._step(a, lv, fx, t))
             levels.append(self._levels)
         return states, levels
