@@ -41,7 +41,8 @@ TOP_DB = 80.0        # as pi/show/lookahead.py's onset strength: cells this far 
 BLOCK = 512          # rows of mel bands per step (memory, not result)
 # A group's onset function is its bands' rise from 3 frames before (librosa's lag=3), which
 # sees an onset's whole rise where 1024-sample frames spread it over a few hops (tuning MIDI
-# renders: fluxCorr 0.421 -> 0.448, ssmCorr 0.584 -> 0.587, stemLift 0.110 -> 0.104).
+# renders: fluxCorr 0.421 -> 0.448, ssmCorr 0.584 -> 0.587, stemLift 0.110 -> 0.104; the
+# causal show's 4 frames gave stemLift 0.088).
 GROUP_FLUX_LAG = 3
 EXACT_MATCH_MAX = 8  # channels up to which the one-to-one match is found by trying all
 
