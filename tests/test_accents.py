@@ -139,3 +139,34 @@ def test_accent_settings_are_part_of_the_plan_cache_key():
     show = make_show(mapper="bands")
     assert show_key(show) != show_key(show, replace(DEFAULT_LOOKAHEAD, accent_rate=2.0))
     assert show_key(show) != show_key(show, replace(DEFAULT_LOOKAHEAD, hysteresis=0.3))
+
+
+def test_the_switch_budget_is_the_guards_rule_for_switches_in_any_order():
+    """SwitchBudget.fits against the rule itself over all of a channel's switches: no two
+    closer than hold, no max_per_s + 1 within a window; in time order (plan_accents) and in
+    any order (the channel accents), for a relay's 3 a second and an SSR's 20."""
+    from pi.show.relay_rules import SwitchBudget
+
+    dt, hold = 512 / 44100, 9
+
+    def allowed(times, max_per_s):
+        times = sorted(times)
+        return (all(b - a >= hold for a, b in zip(times, times[1:]))
+                and all((times[i + max_per_s] - times[i]) * dt >= 1.0 + 1e-6
+                        for i in range(len(times) - max_per_s)))
+
+    rng = np.random.default_rng(0)
+    for max_per_s in (3, 20):
+        for in_order in (True, False):
+            budget = SwitchBudget(k=1, dt=dt, hold=hold, max_per_s=max_per_s, window_s=1.0)
+            taken, t = [], 0
+            for _ in range(400):
+                t += int(rng.integers(1, 40))
+                new = [t] if in_order else sorted(
+                    rng.choice(20000, size=int(rng.integers(1, 3)), replace=False).tolist())
+                fits = budget.fits(0, new)
+                assert fits == allowed(taken + new, max_per_s), (taken, new)
+                if fits:
+                    budget.add(0, new)
+                    taken += new
+            assert len(taken) > 20

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pi.show.lookahead import DEFAULT_LOOKAHEAD, onset_strength, plan_states
-from pi.show.relay_rules import ToggleGuard
-from pi.show.stem_accents import (BLOCK, _SwitchBudget, band_group_signals, channel_peaks,
+from pi.show.relay_rules import SwitchBudget, ToggleGuard
+from pi.show.stem_accents import (BLOCK, band_group_signals, channel_peaks,
                                   match_groups, peakiness, plan_channel_accents,
                                   song_band_signals, song_mel_signals)
 
@@ -205,7 +205,7 @@ def _accents_in_one_strongest_first_pass(*, sections, peaks, strength, landing, 
     """plan_channel_accents as first written: every channel's peaks in one order."""
     out = np.array(sections, bool)
     n, k = out.shape
-    budget = _SwitchBudget(k=k, dt=dt, hold=hold, max_per_s=max_per_s, window_s=window_s)
+    budget = SwitchBudget(k=k, dt=dt, hold=hold, max_per_s=max_per_s, window_s=window_s)
     for c in range(k):
         budget.add(c, (np.flatnonzero(out[1:, c] != out[:-1, c]) + 1).tolist())
     land = np.flatnonzero(landing)

@@ -29,9 +29,9 @@ Pure keyword-only numpy functions over whole songs.
 """
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
+
+from pi.show.relay_rules import SwitchBudget
 
 
 def soften(*, envelope: np.ndarray, half: int) -> np.ndarray:
@@ -107,35 +107,6 @@ def landing_frames(*, envelope: np.ndarray, allowed: np.ndarray, shift: int,
     return (late > np.percentile(np.asarray(envelope)[allowed], pct)) & allowed
 
 
-class _Budget:
-    """The guard's rule for one channel, in frames: at most ``max_per_s`` switches in any
-    window of ``window_s``, each at least ``hold`` frames after the one before."""
-
-    def __init__(self, *, k: int, dt: float, hold: int, max_per_s: int, window_s: float):
-        self.times = [deque() for _ in range(k)]
-        self.dt, self.hold, self.max_per_s, self.window_s = dt, hold, max_per_s, window_s
-
-    def _recent(self, c: int, t: int) -> deque:
-        q = self.times[c]
-        # A margin of a microsecond: the guard's times are the frames' times in float.
-        while q and (t - q[0]) * self.dt >= self.window_s + 1e-6:
-            q.popleft()
-        return q
-
-    def may(self, c: int, t: int) -> bool:
-        q = self._recent(c, t)
-        return len(q) < self.max_per_s and (not q or t - q[-1] >= self.hold)
-
-    def may_pair(self, c: int, t: int, r: int) -> bool:
-        """Both switches of a blink, at ``t`` now and ``r`` later, fit the window."""
-        q = self._recent(c, t)
-        in_window_of_r = sum(1 for x in q if (r - x) * self.dt < self.window_s + 1e-6)
-        return self.may(c, t) and in_window_of_r + 2 <= self.max_per_s
-
-    def add(self, c: int, t: int) -> None:
-        self.times[c].append(t)
-
-
 def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
                  demand: np.ndarray, dt: float, hold: int, max_frames: int,
                  max_per_s: int, window_s: float,
@@ -161,7 +132,7 @@ def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
     n, k = sections.shape
     want = np.array(demand, np.int64)
     landing = None if landing is None else np.asarray(landing)
-    budget = _Budget(k=k, dt=dt, hold=hold, max_per_s=max_per_s, window_s=window_s)
+    budget = SwitchBudget(k=k, dt=dt, hold=hold, max_per_s=max_per_s, window_s=window_s)
     state = np.zeros(k, bool)
     returns: dict[int, list[int]] = {}  # frame -> channels whose blink ends there
     back_at = np.full(k, -1)  # the frame a blinking channel comes back (-1: not blinking)
@@ -187,25 +158,25 @@ def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
             continue
         if not gate[t]:  # dark: everything off, blinks forgotten
             for c in state.nonzero()[0].tolist():
-                if budget.may(c, t):
+                if budget.fits(c, [t]):
                     state[c] = False
-                    budget.add(c, t)
+                    budget.add(c, [t])
             back_at[:] = -1
             returns.pop(t, None)
             out[t] = state
             continue
         used = 0
         for c in returns.pop(t, []):
-            if back_at[c] == t and state[c] != target[c] and budget.may(c, t):
+            if back_at[c] == t and state[c] != target[c] and budget.fits(c, [t]):
                 state[c] = target[c]
-                budget.add(c, t)
+                budget.add(c, [t])
                 used += 1
             back_at[c] = -1
         # Section edges, and any the budget held back before (free channels only).
         for c in ((state != target) & (back_at < 0)).nonzero()[0].tolist():
-            if budget.may(c, t):
+            if budget.fits(c, [t]):
                 state[c] = target[c]
-                budget.add(c, t)
+                budget.add(c, [t])
                 used += int(edges[t, c])
         need = int(want[t]) - used
         if need <= 0:
@@ -225,11 +196,11 @@ def plan_accents(*, sections: np.ndarray, z: np.ndarray, gate: np.ndarray,
             if not len(later):
                 continue
             r = t + hold + int(later[0])
-            if not budget.may_pair(c, t, r):
+            if not budget.fits(c, [t, r]):
                 continue
             want[r] = max(0, want[r] - 1)  # the way back is one of that frame's changes
             state[c] = not state[c]
-            budget.add(c, t)
+            budget.add(c, [t])
             back_at[c] = r
             returns.setdefault(r, []).append(c)
             need -= 1

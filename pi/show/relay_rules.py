@@ -5,7 +5,10 @@ pi/show/mapping.py, and the sACN receiver, pi/audio/sacn_receiver.py):
   from 1 in the config (as on the relay boards' labels) and from 0 here;
 * :class:`ToggleGuard`: the last word on relay wear: each channel switches at most
   ``max_per_s`` times in any window of one second, and never sooner than ``hold_s`` after its
-  last switch.
+  last switch;
+* :class:`SwitchBudget`: the same rule for a planner (pi/show/accents.py,
+  pi/show/stem_accents.py) placing switches in frames, in any order, so that the guard
+  defers none of them.
 
 The show logic aims for a pleasant show and keeps the *average* rate down; the guard runs
 after it, on the states themselves, and holds a strict per-channel limit for any music, any
@@ -17,6 +20,7 @@ Stdlib plus numpy.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -175,3 +179,43 @@ class ToggleGuard:
             on_level = [lv if o else ol for o, lv, ol in zip(cur, level_rows[settled], on_level)]
         self._out, self._on_level = cur, on_level
         return rows, fixed
+
+
+class SwitchBudget:
+    """:class:`ToggleGuard`'s rule for each of ``k`` channels, in frames ``dt`` apart, over
+    switches planned in any order: at most ``max_per_s`` in any window of ``window_s``, each
+    ``hold`` frames or more from the next."""
+
+    def __init__(self, *, k: int, dt: float, hold: int, max_per_s: int, window_s: float):
+        self.times: list[list[int]] = [[] for _ in range(k)]
+        self.dt, self.hold, self.max_per_s, self.window_s = dt, hold, max_per_s, window_s
+
+    def fits(self, c: int, new: list[int]) -> bool:
+        """Whether channel ``c`` may also switch at the frames ``new``."""
+        times, m = self.times[c], self.max_per_s
+        # A microsecond's margin: the guard works on the frames' float times.
+        span = self.window_s + 1e-6
+        if len(new) == 1 and (not times or new[0] >= times[-1]):
+            # The common case, a switch after all the others: only the last m matter.
+            t = new[0]
+            return not times or (t - times[-1] >= self.hold
+                                 and (len(times) < m or (t - times[-m]) * self.dt >= span))
+        merged = times[max(bisect.bisect_left(times, min(new)) - m, 0):
+                       bisect.bisect_right(times, max(new)) + m] + list(new)
+        merged.sort()
+        # Plain loops: generators under any()/all() cost most of a plan's accents.
+        hold, prev = self.hold, merged[0]
+        for t in merged[1:]:
+            if t - prev < hold:
+                return False
+            prev = t
+        # max_per_s + 1 switches in a row must span a whole window.
+        dt = self.dt
+        for i in range(len(merged) - m):
+            if (merged[i + m] - merged[i]) * dt < span:
+                return False
+        return True
+
+    def add(self, c: int, new: list[int]) -> None:
+        for t in new:
+            bisect.insort(self.times[c], t)

@@ -35,7 +35,7 @@ import numpy as np
 
 from pi.show.accents import landing_frames, plan_accents, soften
 from pi.show.edges import merge_short_runs, moving_average, snap_edges
-from pi.show.relay_rules import WINDOW_S
+from pi.show.relay_rules import WINDOW_S, SwitchBudget
 
 TOP_DB = 80.0        # as pi/show/lookahead.py's onset strength: cells this far down ignored
 BLOCK = 512          # rows of mel bands per step (memory, not result)
@@ -215,38 +215,6 @@ def channel_peaks(*, onset: np.ndarray, allowed: np.ndarray, rate: float, dt: fl
     return out
 
 
-class _SwitchBudget:
-    """The relay guard's rule for each channel, in frames, over switches planned in any
-    order: at most ``max_per_s`` in any window of ``window_s``, ``hold`` frames apart."""
-
-    def __init__(self, *, k: int, dt: float, hold: int, max_per_s: int, window_s: float):
-        self.times: list[list[int]] = [[] for _ in range(k)]
-        self.dt, self.hold, self.max_per_s, self.window_s = dt, hold, max_per_s, window_s
-
-    def fits(self, c: int, new: list[int]) -> bool:
-        times = self.times[c]
-        merged = times[max(bisect.bisect_left(times, min(new)) - 8, 0):
-                       bisect.bisect_right(times, max(new)) + 8] + list(new)
-        merged.sort()
-        # Plain loops: generators under any()/all() cost most of a plan's accents.
-        hold, prev = self.hold, merged[0]
-        for t in merged[1:]:
-            if t - prev < hold:
-                return False
-            prev = t
-        # max_per_s + 1 switches in a row must span a whole window (a microsecond's margin:
-        # the guard works on the frames' float times).
-        m, dt, span = self.max_per_s, self.dt, self.window_s + 1e-6
-        for i in range(len(merged) - m):
-            if (merged[i + m] - merged[i]) * dt < span:
-                return False
-        return True
-
-    def add(self, c: int, new: list[int]) -> None:
-        for t in new:
-            bisect.insort(self.times[c], t)
-
-
 def plan_channel_accents(*, sections: np.ndarray, peaks: list[np.ndarray],
                          strength: list[np.ndarray], landing: np.ndarray, dt: float,
                          hold: int, max_frames: int, max_per_s: int,
@@ -270,7 +238,7 @@ def plan_channel_accents(*, sections: np.ndarray, peaks: list[np.ndarray],
     """
     out = np.array(sections, bool)
     n, k = out.shape
-    budget = _SwitchBudget(k=k, dt=dt, hold=hold, max_per_s=max_per_s, window_s=window_s)
+    budget = SwitchBudget(k=k, dt=dt, hold=hold, max_per_s=max_per_s, window_s=window_s)
     land = np.flatnonzero(landing).tolist()
     # A channel's accents touch only its own column and budget, so the channels are planned
     # one after another, each over its own peaks in the order of strength (the ties in peak
