@@ -49,9 +49,9 @@ from pi.show.accents import demand_counts, landing_frames, plan_accents, soften
 from pi.show.edges import merge_short_runs, moving_average, snap_edges  # noqa: F401 (API)
 from pi.show.mapping import brightness
 from pi.show import stem_accents
+from pi.show.stem_accents import TOP_DB
 from pi.show.relay_rules import WINDOW_S
 
-TOP_DB = 80.0  # as librosa's power_to_db: the onset strength ignores cells this far down
 ONSET_BLOCK = 512  # rows of mel bands per step of the onset strength (memory, not result)
 
 

@@ -37,7 +37,9 @@ from pi.show.accents import landing_frames, plan_accents, soften
 from pi.show.edges import merge_short_runs, moving_average, snap_edges
 from pi.show.relay_rules import WINDOW_S, SwitchBudget
 
-TOP_DB = 80.0        # as pi/show/lookahead.py's onset strength: cells this far down ignored
+# As librosa's power_to_db: the onset strengths (these and pi/show/lookahead.py's) ignore
+# mel cells this far below the song's loudest.
+TOP_DB = 80.0
 BLOCK = 512          # rows of mel bands per step (memory, not result)
 # A group's onset function is its bands' rise from 3 frames before (librosa's lag=3), which
 # sees an onset's whole rise where 1024-sample frames spread it over a few hops (tuning MIDI
