@@ -30,6 +30,7 @@ import numpy as np
 from pi.show.features import (DEFAULT_PARAMS, N_MELS, FeatureParams, SparseMel, hann_window,
                                mel_basis)
 from pi.show.relay_rules import ChannelOverrides
+from pi.show.silence_gate import SilenceGate
 
 
 @dataclass
@@ -96,10 +97,6 @@ _DB_PER_NEPER_POWER = np.float32(10.0 / math.log(10.0))
 # 0.381 / 0.453 with stemF 0.339 -> 0.325, 6 0.357 / 0.433). Past frames only: no delay.
 FLUX_LAG = 4
 
-GATE_DECAY_DB_S = 40.0  # how fast the gate's peak hold falls
-GATE_HYST_DB = 3.0      # a closed gate needs this much more level to reopen
-
-
 MIN_LEVEL = 0.2  # a dimmer lamp that is on is at least this bright
 
 # A channel that has not changed for this long tracks its threshold STUCK_SPEEDUP times
@@ -107,29 +104,6 @@ MIN_LEVEL = 0.2  # a dimmer lamp that is on is at least this bright
 # channel far from its threshold would otherwise leave that lamp dark (or lit) for minutes.
 STUCK_S = 15.0
 STUCK_SPEEDUP = 10.0
-
-
-class SilenceGate:
-    """Open while music plays: ``step(level_db) -> bool``, one frame at a time, for the causal
-    show and (over a whole song) the look-ahead one, so both go dark at the same frames."""
-
-    def __init__(self, *, gate_db: float, silence_db: float, dt: float):
-        self.gate_db, self.silence_db, self.dt = gate_db, silence_db, dt
-        self.level_ref = silence_db + 20.0
-        self.level_hold = silence_db
-        self.open = False
-
-    def step(self, level: float) -> bool:
-        # A peak hold that decays at GATE_DECAY_DB_S bridges the gaps between staccato notes
-        # (a raw level would flicker the gate), yet falls fast enough after the music ends.
-        self.level_hold = max(level, self.level_hold - GATE_DECAY_DB_S * self.dt)
-        # The reference rises quickly and falls slowly: a fade-out or a quiet tail stays far
-        # below it, while a quiet song lifts it within seconds.
-        tau = 1.0 if self.level_hold > self.level_ref else 30.0
-        self.level_ref += (self.level_hold - self.level_ref) * min(1.0, self.dt / tau)
-        threshold = self.level_ref + self.gate_db + (0.0 if self.open else GATE_HYST_DB)
-        self.open = bool(self.level_hold > max(threshold, self.silence_db))
-        return self.open
 
 
 def brightness(z: np.ndarray) -> np.ndarray:
